@@ -1,0 +1,463 @@
+// Package client is a small Go client for the procmgr sidecar.
+//
+// It spawns the sidecar as a child process and speaks the sidecar's JSON-RPC 2.0
+// line protocol (one JSON object per line on the child's stdin/stdout) directly
+// with encoding/json and bufio, so it also serves as an independent check of the
+// sidecar's wire format: anything on the sidecar's stdout that is not a valid
+// JSON-RPC response or notification is recorded and can be read with
+// ProtocolViolations.
+//
+// The protocol itself is described in docs/protocol.md at the repository root.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ErrSidecarGone is returned by Call for every pending and later call once the
+// sidecar's stdout has reached EOF (the sidecar exited or closed its output).
+var ErrSidecarGone = errors.New("procmgr: sidecar gone")
+
+// DefaultNotificationBuffer is the capacity of the Notifications channel when
+// Options.NotificationBuffer is zero.
+const DefaultNotificationBuffer = 256
+
+// Options configure Start.
+type Options struct {
+	// Binary is the path of the procmgr executable.
+	Binary string
+	// Args are extra command-line arguments for the sidecar. Unless they name
+	// --parent-pid, Start prepends "--parent-pid <our pid>".
+	Args []string
+	// Stderr receives the sidecar's stderr (its logs and, by default, the
+	// output of tools created with "inherit"). Nil means /dev/null.
+	Stderr io.Writer
+	// ExtraFiles are passed to the sidecar as fds 3, 4, ... (3+index), e.g. to
+	// be named by --stdout-fd / --stderr-fd.
+	ExtraFiles []*os.File
+	// Env is the sidecar's environment; nil means this process's environment.
+	Env []string
+	// NotificationBuffer is the capacity of the Notifications channel
+	// (DefaultNotificationBuffer if zero).
+	NotificationBuffer int
+}
+
+// Notification is a message from the sidecar without an id, e.g. "exited".
+type Notification struct {
+	Method string
+	Params json.RawMessage
+}
+
+// RPCError is a JSON-RPC error reply.
+type RPCError struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+func (e *RPCError) Error() string {
+	if len(e.Data) > 0 {
+		return fmt.Sprintf("procmgr: rpc error %d: %s (data %s)", e.Code, e.Message, e.Data)
+	}
+	return fmt.Sprintf("procmgr: rpc error %d: %s", e.Code, e.Message)
+}
+
+// Error codes of the procmgr protocol.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
+	CodeTagInUse       = -32001
+	CodeNoSuchTag      = -32002
+	CodeSpawnFailed    = -32003
+	CodeShuttingDown   = -32004
+)
+
+// reply is what the reader hands to a waiting Call.
+type reply struct {
+	result json.RawMessage
+	err    *RPCError
+}
+
+// Client is a running sidecar and the connection to it. All methods are safe
+// for concurrent use.
+type Client struct {
+	cmd   *exec.Cmd
+	stdin *os.File // write end of the sidecar's stdin
+
+	wmu sync.Mutex // serialises writes to stdin
+
+	mu      sync.Mutex
+	pending map[int64]chan reply
+	bad     []string // protocol violations seen on stdout
+	stray   int      // replies whose id matched no pending call
+
+	nextID  atomic.Int64
+	dropped atomic.Int64
+	notes   chan Notification
+
+	gone     chan struct{} // closed when stdout hits EOF
+	exited   chan struct{} // closed when the sidecar has been waited for
+	waitErr  error
+	state    *os.ProcessState
+	stdinErr error
+	closeIn  sync.Once
+}
+
+// Start spawns the sidecar in its own session with pipes on stdin and stdout
+// and starts reading its replies.
+func Start(ctx context.Context, opts Options) (*Client, error) {
+	if opts.Binary == "" {
+		return nil, errors.New("procmgr: Options.Binary is empty")
+	}
+	args := opts.Args
+	if !namesParentPid(args) {
+		args = append([]string{"--parent-pid", strconv.Itoa(os.Getpid())}, args...)
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	cmd := exec.Command(opts.Binary, args...)
+	cmd.Stdin = inR
+	cmd.Stdout = outW
+	cmd.Stderr = opts.Stderr
+	cmd.ExtraFiles = opts.ExtraFiles
+	cmd.Env = opts.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// A tool created with "inherit" may hold the sidecar's stderr after the
+	// sidecar died; do not let that hang Wait forever.
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Start()
+	// The child has its own copies now; keep only our ends so that EOF works
+	// in both directions.
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, err
+	}
+	n := opts.NotificationBuffer
+	if n <= 0 {
+		n = DefaultNotificationBuffer
+	}
+	c := &Client{
+		cmd:     cmd,
+		stdin:   inW,
+		pending: make(map[int64]chan reply),
+		notes:   make(chan Notification, n),
+		gone:    make(chan struct{}),
+		exited:  make(chan struct{}),
+	}
+	go c.readLoop(outR)
+	go func() {
+		c.waitErr = cmd.Wait()
+		c.state = cmd.ProcessState
+		close(c.exited)
+	}()
+	_ = ctx // spawning does not block; ctx is accepted for future use
+	return c, nil
+}
+
+func namesParentPid(args []string) bool {
+	for _, a := range args {
+		if a == "--parent-pid" || a == "-parent-pid" ||
+			strings.HasPrefix(a, "--parent-pid=") || strings.HasPrefix(a, "-parent-pid=") {
+			return true
+		}
+	}
+	return false
+}
+
+// wireMessage is any message the sidecar may write.
+type wireMessage struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  *string         `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   *RPCError       `json:"error"`
+}
+
+func (c *Client) readLoop(r io.ReadCloser) {
+	defer r.Close()
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			c.handleLine(line)
+		}
+		if err != nil {
+			break
+		}
+	}
+	c.mu.Lock()
+	close(c.gone)
+	c.pending = nil // pending Calls select on gone
+	c.mu.Unlock()
+}
+
+func (c *Client) violation(format string, a ...any) {
+	c.mu.Lock()
+	c.bad = append(c.bad, fmt.Sprintf(format, a...))
+	c.mu.Unlock()
+}
+
+func (c *Client) handleLine(line []byte) {
+	var m wireMessage
+	if err := json.Unmarshal(line, &m); err != nil {
+		c.violation("not a JSON object: %q (%v)", truncate(line), err)
+		return
+	}
+	if m.JSONRPC != "2.0" {
+		c.violation(`missing "jsonrpc":"2.0": %q`, truncate(line))
+	}
+	if m.Error != nil && m.Result != nil {
+		c.violation("response with both result and error: %q", truncate(line))
+	}
+	if m.Method != nil {
+		if len(m.ID) > 0 && string(m.ID) != "null" {
+			c.violation("request from the sidecar (has id and method): %q", truncate(line))
+			return
+		}
+		select {
+		case c.notes <- Notification{Method: *m.Method, Params: m.Params}:
+		default:
+			c.dropped.Add(1)
+		}
+		return
+	}
+	if m.Error == nil && m.Result == nil {
+		c.violation("response without result or error: %q", truncate(line))
+		return
+	}
+	id, err := strconv.ParseInt(string(m.ID), 10, 64)
+	if err != nil {
+		// id null: an error reply to a message whose id could not be read.
+		// Such replies cannot belong to a Call of ours (we always send ids).
+		c.mu.Lock()
+		c.stray++
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Lock()
+	ch, ok := c.pending[id]
+	if ok {
+		delete(c.pending, id)
+	} else {
+		c.stray++
+	}
+	c.mu.Unlock()
+	if ok {
+		ch <- reply{result: m.Result, err: m.Error} // buffered, never blocks
+	}
+}
+
+func truncate(b []byte) string {
+	b = bytes.TrimRight(b, "\n")
+	if len(b) > 300 {
+		return string(b[:300]) + "..."
+	}
+	return string(b)
+}
+
+// Call sends a request and waits for its reply, ctx, or the sidecar's end.
+// params nil is sent as {}. If result is non-nil the reply's result is decoded
+// into it. An error reply is returned as *RPCError.
+func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	if params == nil {
+		params = struct{}{}
+	}
+	id := c.nextID.Add(1)
+	msg, err := json.Marshal(struct {
+		JSONRPC string `json:"jsonrpc"`
+		ID      int64  `json:"id"`
+		Method  string `json:"method"`
+		Params  any    `json:"params"`
+	}{"2.0", id, method, params})
+	if err != nil {
+		return fmt.Errorf("procmgr: encoding %s params: %w", method, err)
+	}
+	msg = append(msg, '\n')
+
+	ch := make(chan reply, 1)
+	c.mu.Lock()
+	if c.pending == nil {
+		c.mu.Unlock()
+		return ErrSidecarGone
+	}
+	c.pending[id] = ch
+	c.mu.Unlock()
+	forget := func() {
+		c.mu.Lock()
+		if c.pending != nil {
+			delete(c.pending, id)
+		}
+		c.mu.Unlock()
+	}
+
+	c.wmu.Lock()
+	_, err = c.stdin.Write(msg)
+	c.wmu.Unlock()
+	if err != nil {
+		forget()
+		select {
+		case <-c.gone:
+			return ErrSidecarGone
+		default:
+		}
+		return fmt.Errorf("procmgr: writing %s request: %w", method, err)
+	}
+
+	select {
+	case r := <-ch:
+		return decodeReply(method, r, result)
+	case <-ctx.Done():
+		forget()
+		return ctx.Err()
+	case <-c.gone:
+		// The reply may have been delivered just before EOF.
+		select {
+		case r := <-ch:
+			return decodeReply(method, r, result)
+		default:
+		}
+		return ErrSidecarGone
+	}
+}
+
+func decodeReply(method string, r reply, result any) error {
+	if r.err != nil {
+		return r.err
+	}
+	if result == nil {
+		return nil
+	}
+	if err := json.Unmarshal(r.result, result); err != nil {
+		return fmt.Errorf("procmgr: decoding %s result %s: %w", method, r.result, err)
+	}
+	return nil
+}
+
+// Notifications delivers the sidecar's notifications. The channel is bounded:
+// when it is full, notifications are dropped and counted (DroppedNotifications)
+// so that the reader never blocks. It is never closed.
+func (c *Client) Notifications() <-chan Notification { return c.notes }
+
+// DroppedNotifications is how many notifications were dropped because the
+// Notifications channel was full.
+func (c *Client) DroppedNotifications() int64 { return c.dropped.Load() }
+
+// ProtocolViolations lists what the sidecar wrote on stdout that was not a
+// well-formed JSON-RPC 2.0 response or notification.
+func (c *Client) ProtocolViolations() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.bad...)
+}
+
+// StrayReplies counts replies that matched no pending call (id null, or a
+// call abandoned through its ctx).
+func (c *Client) StrayReplies() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stray
+}
+
+// Pid is the sidecar's process id.
+func (c *Client) Pid() int { return c.cmd.Process.Pid }
+
+// Gone is closed when the sidecar's stdout reaches EOF.
+func (c *Client) Gone() <-chan struct{} { return c.gone }
+
+// Done is closed once the sidecar has exited and been reaped.
+func (c *Client) Done() <-chan struct{} { return c.exited }
+
+// Kill sends SIGKILL to the sidecar (only the sidecar, not its tools: their
+// fate is the sidecar's business).
+func (c *Client) Kill() error {
+	err := c.cmd.Process.Kill()
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
+	return err
+}
+
+// CloseInput closes the sidecar's stdin, which the sidecar treats as the
+// host's death.
+func (c *Client) CloseInput() error {
+	c.closeIn.Do(func() {
+		c.wmu.Lock()
+		c.stdinErr = c.stdin.Close()
+		c.wmu.Unlock()
+	})
+	return c.stdinErr
+}
+
+// Wait waits for the sidecar to exit. It returns nil for exit status 0 and
+// otherwise the error of exec.Cmd.Wait (an *exec.ExitError).
+func (c *Client) Wait() error {
+	<-c.exited
+	return c.waitErr
+}
+
+// ProcessState is the sidecar's exit state, or nil while it runs.
+func (c *Client) ProcessState() *os.ProcessState {
+	select {
+	case <-c.exited:
+		return c.state
+	default:
+		return nil
+	}
+}
+
+// CloseTimeout bounds each phase of Close.
+var CloseTimeout = 15 * time.Second
+
+// Close asks the sidecar to shut down (stopping all tools), closes its stdin
+// and waits for it to exit, each step bounded by CloseTimeout; if the sidecar
+// has not exited by then it is killed. It returns the exit status as Wait
+// does, or an error saying why the shutdown was not clean.
+func (c *Client) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	_, serr := c.Shutdown(ctx, nil)
+	cancel()
+	c.CloseInput()
+	select {
+	case <-c.exited:
+	case <-time.After(CloseTimeout):
+		c.Kill()
+		<-c.exited
+		return fmt.Errorf("procmgr: sidecar did not exit within %v after shutdown; killed", CloseTimeout)
+	}
+	if serr != nil && !errors.Is(serr, ErrSidecarGone) {
+		if c.waitErr != nil {
+			return fmt.Errorf("procmgr: shutdown: %v; exit: %w", serr, c.waitErr)
+		}
+		return fmt.Errorf("procmgr: shutdown: %w", serr)
+	}
+	return c.waitErr
+}

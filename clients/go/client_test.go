@@ -1,0 +1,205 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as a fake sidecar (FAKE_PROCMGR=1), so the client's
+// transport can be tested without the real one. The fake answers "echo" with
+// its params, "fail" with an error, "notify" with N notifications and then a
+// reply, "slow" after 300 ms, "exit" by exiting without a reply, and writes
+// replies to concurrent requests in reverse order of arrival for "pair".
+func TestMain(m *testing.M) {
+	if os.Getenv("FAKE_PROCMGR") == "1" {
+		fakeSidecar()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func fakeSidecar() {
+	in := bufio.NewScanner(os.Stdin)
+	var wmu sync.Mutex
+	write := func(v any) {
+		b, _ := json.Marshal(v)
+		wmu.Lock()
+		os.Stdout.Write(append(b, '\n'))
+		wmu.Unlock()
+	}
+	var held []map[string]any
+	for in.Scan() {
+		var req map[string]any
+		if json.Unmarshal(in.Bytes(), &req) != nil {
+			continue
+		}
+		id := req["id"]
+		switch req["method"] {
+		case "echo":
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": req["params"]})
+		case "fail":
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
+				"code": -32002, "message": "no such tag", "data": map[string]any{"tag": "x"}}})
+		case "notify":
+			for i := 0; i < 10; i++ {
+				write(map[string]any{"jsonrpc": "2.0", "method": "exited", "params": map[string]any{"tag": fmt.Sprint(i)}})
+			}
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": nil})
+		case "slow":
+			go func() {
+				time.Sleep(300 * time.Millisecond)
+				write(map[string]any{"jsonrpc": "2.0", "id": id, "result": "slow"})
+			}()
+		case "pair":
+			held = append(held, req)
+			if len(held) == 2 {
+				for i := 1; i >= 0; i-- {
+					write(map[string]any{"jsonrpc": "2.0", "id": held[i]["id"], "result": held[i]["params"]})
+				}
+				held = nil
+			}
+		case "garbage":
+			os.Stdout.Write([]byte("this is not json\n"))
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": true})
+		case "exit":
+			os.Exit(3)
+		}
+	}
+}
+
+func startFake(t *testing.T, buf int) *Client {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(context.Background(), Options{
+		Binary:             exe,
+		Env:                append(os.Environ(), "FAKE_PROCMGR=1"),
+		NotificationBuffer: buf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Kill(); c.Wait() })
+	return c
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestCallReturnsResultAndRPCError(t *testing.T) {
+	c := startFake(t, 0)
+	var got map[string]string
+	if err := c.Call(ctx(t), "echo", map[string]string{"a": "b"}, &got); err != nil || got["a"] != "b" {
+		t.Fatalf("echo: %v %v", got, err)
+	}
+	var empty map[string]any
+	if err := c.Call(ctx(t), "echo", nil, &empty); err != nil || empty == nil || len(empty) != 0 {
+		t.Fatalf("nil params must be sent as {}: %v %v", empty, err)
+	}
+	err := c.Call(ctx(t), "fail", nil, nil)
+	var re *RPCError
+	if !errors.As(err, &re) || re.Code != CodeNoSuchTag || string(re.Data) != `{"tag":"x"}` {
+		t.Fatalf("fail: %#v", err)
+	}
+}
+
+func TestConcurrentCallsAreMatchedByID(t *testing.T) {
+	c := startFake(t, 0)
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got int
+			if err := c.Call(ctx(t), "pair", i, &got); err != nil || got != i {
+				t.Errorf("pair %d: got %d, %v", i, got, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestCallHonoursContext(t *testing.T) {
+	c := startFake(t, 0)
+	cx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.Call(cx, "slow", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want deadline exceeded, got %v", err)
+	}
+	// The late reply is discarded, and the connection still works.
+	var s string
+	if err := c.Call(ctx(t), "slow", nil, &s); err != nil || s != "slow" {
+		t.Fatalf("slow: %q %v", s, err)
+	}
+}
+
+func TestNotificationsAreBoundedAndDropsCounted(t *testing.T) {
+	c := startFake(t, 4)
+	if err := c.Call(ctx(t), "notify", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(c.Notifications()); n != 4 {
+		t.Fatalf("buffered %d notifications, want 4", n)
+	}
+	if d := c.DroppedNotifications(); d != 6 {
+		t.Fatalf("dropped %d, want 6", d)
+	}
+	n := <-c.Notifications()
+	if n.Method != "exited" {
+		t.Fatalf("method %q", n.Method)
+	}
+	if p, err := n.Exited(); err != nil || p.Tag != "0" {
+		t.Fatalf("params %+v %v", p, err)
+	}
+}
+
+func TestSidecarGoneFailsPendingAndLaterCalls(t *testing.T) {
+	c := startFake(t, 0)
+	slow := make(chan error, 1)
+	go func() { slow <- c.Call(ctx(t), "slow", nil, nil) }()
+	time.Sleep(50 * time.Millisecond) // let the slow request be written first
+	if err := c.Call(ctx(t), "exit", nil, nil); !errors.Is(err, ErrSidecarGone) {
+		t.Fatalf("exit: %v", err)
+	}
+	if err := <-slow; !errors.Is(err, ErrSidecarGone) {
+		t.Fatalf("pending call: %v", err)
+	}
+	if err := c.Call(ctx(t), "echo", nil, nil); !errors.Is(err, ErrSidecarGone) {
+		t.Fatalf("later call: %v", err)
+	}
+	if err := c.Wait(); err == nil || c.ProcessState().ExitCode() != 3 {
+		t.Fatalf("wait: %v", err)
+	}
+}
+
+func TestNonJSONOutputIsRecordedAsViolation(t *testing.T) {
+	c := startFake(t, 0)
+	var ok bool
+	if err := c.Call(ctx(t), "garbage", nil, &ok); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if v := c.ProtocolViolations(); len(v) != 1 {
+		t.Fatalf("violations %q", v)
+	}
+}
+
+func TestOutputMarshalling(t *testing.T) {
+	p := CreateParams{Tag: "t", Argv: []string{"x"}, Stdout: OutputInherit, Stderr: OutputFile("/f", true), StopTimeout: Ptr(1.5)}
+	b, _ := json.Marshal(p)
+	want := `{"tag":"t","argv":["x"],"stdout":"inherit","stderr":{"file":"/f","append":true},"stop_timeout":1.5}`
+	if string(b) != want {
+		t.Fatalf("got %s\nwant %s", b, want)
+	}
+}

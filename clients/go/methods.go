@@ -1,0 +1,186 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Ptr returns a pointer to v, for optional fields such as timeouts.
+func Ptr[T any](v T) *T { return &v }
+
+// HelloResult is the result of "hello".
+type HelloResult struct {
+	Name     string   `json:"name"`
+	Version  string   `json:"version"`
+	Protocol int      `json:"protocol"`
+	Pid      int      `json:"pid"`
+	Features []string `json:"features"`
+}
+
+// ProcessInfo describes a tool as the sidecar sees it.
+type ProcessInfo struct {
+	Tag       string     `json:"tag"`
+	Argv      []string   `json:"argv"`
+	Pid       int        `json:"pid"`
+	Pgid      int        `json:"pgid"`
+	State     string     `json:"state"` // "running", "stopping" or "exited"
+	Alive     bool       `json:"alive"`
+	ExitCode  *int       `json:"exit_code"`
+	Signal    *string    `json:"signal"` // e.g. "SIGKILL"
+	StartedAt time.Time  `json:"started_at"`
+	ExitedAt  *time.Time `json:"exited_at"`
+}
+
+// Output is a tool's stdout or stderr destination: "discard", "inherit",
+// "stdout" (stderr only) or a file. Use the Output* values and OutputFile.
+type Output struct {
+	Mode   string // "discard", "inherit", "stdout"; empty when File is set
+	File   string
+	Append bool
+}
+
+// Output destinations.
+var (
+	OutputDiscard = &Output{Mode: "discard"}
+	OutputInherit = &Output{Mode: "inherit"}
+	OutputStdout  = &Output{Mode: "stdout"}
+)
+
+// OutputFile sends output to path, truncating it unless appendTo is set.
+func OutputFile(path string, appendTo bool) *Output {
+	return &Output{File: path, Append: appendTo}
+}
+
+// MarshalJSON encodes a mode as a string and a file as {"file","append"}.
+func (o Output) MarshalJSON() ([]byte, error) {
+	if o.File != "" {
+		return json.Marshal(struct {
+			File   string `json:"file"`
+			Append bool   `json:"append,omitempty"`
+		}{o.File, o.Append})
+	}
+	return json.Marshal(o.Mode)
+}
+
+// CreateParams are the parameters of "create". Optional fields are omitted
+// when zero/nil so that the sidecar's defaults apply.
+type CreateParams struct {
+	Tag         string            `json:"tag"`
+	Argv        []string          `json:"argv"`
+	Cwd         string            `json:"cwd,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	InheritEnv  *bool             `json:"inherit_env,omitempty"`
+	Stdout      *Output           `json:"stdout,omitempty"`
+	Stderr      *Output           `json:"stderr,omitempty"`
+	StopSignal  any               `json:"stop_signal,omitempty"`  // name ("SIGTERM") or number
+	StopTimeout *float64          `json:"stop_timeout,omitempty"` // seconds
+}
+
+// StopParams are the parameters of "stop".
+type StopParams struct {
+	Tag     string   `json:"tag"`
+	Signal  any      `json:"signal,omitempty"`  // name or number; default the tool's stop_signal
+	Timeout *float64 `json:"timeout,omitempty"` // seconds; default the tool's stop_timeout
+}
+
+// ExitedParams are the params of the "exited" notification.
+type ExitedParams struct {
+	Tag      string      `json:"tag"`
+	Pid      int         `json:"pid"`
+	ExitCode *int        `json:"exit_code"`
+	Signal   *string     `json:"signal"`
+	Info     ProcessInfo `json:"info"`
+}
+
+// Exited decodes an "exited" notification's params.
+func (n Notification) Exited() (ExitedParams, error) {
+	var p ExitedParams
+	err := json.Unmarshal(n.Params, &p)
+	return p, err
+}
+
+type tagParams struct {
+	Tag string `json:"tag"`
+}
+
+// Hello asks the sidecar who it is.
+func (c *Client) Hello(ctx context.Context) (HelloResult, error) {
+	var r HelloResult
+	err := c.Call(ctx, "hello", nil, &r)
+	return r, err
+}
+
+// Create starts a tool and returns once it has been exec'd.
+func (c *Client) Create(ctx context.Context, p CreateParams) (ProcessInfo, error) {
+	var r ProcessInfo
+	err := c.Call(ctx, "create", p, &r)
+	return r, err
+}
+
+// Running reports whether tag is in use (true after the tool exited on its
+// own, until Stop releases it).
+func (c *Client) Running(ctx context.Context, tag string) (bool, error) {
+	var r bool
+	err := c.Call(ctx, "running", tagParams{tag}, &r)
+	return r, err
+}
+
+// IsAlive reports whether the tool's main process exists now.
+func (c *Client) IsAlive(ctx context.Context, tag string) (bool, error) {
+	var r bool
+	err := c.Call(ctx, "is_alive", tagParams{tag}, &r)
+	return r, err
+}
+
+// Fetch returns the tool's info, or nil for an unknown tag.
+func (c *Client) Fetch(ctx context.Context, tag string) (*ProcessInfo, error) {
+	var r *ProcessInfo
+	err := c.Call(ctx, "fetch", tagParams{tag}, &r)
+	return r, err
+}
+
+// Stop stops the tool's whole process group and releases the tag.
+func (c *Client) Stop(ctx context.Context, p StopParams) (ProcessInfo, error) {
+	var r ProcessInfo
+	err := c.Call(ctx, "stop", p, &r)
+	return r, err
+}
+
+// Signal sends sig (name or number) to the tool's process group.
+func (c *Client) Signal(ctx context.Context, tag string, sig any) error {
+	return c.Call(ctx, "signal", struct {
+		Tag    string `json:"tag"`
+		Signal any    `json:"signal"`
+	}{tag, sig}, nil)
+}
+
+// WaitTool waits until the tool exits, or until timeout seconds pass (nil:
+// no timeout), and returns its info as it then stands.
+func (c *Client) WaitTool(ctx context.Context, tag string, timeout *float64) (ProcessInfo, error) {
+	var r ProcessInfo
+	err := c.Call(ctx, "wait", struct {
+		Tag     string   `json:"tag"`
+		Timeout *float64 `json:"timeout,omitempty"`
+	}{tag, timeout}, &r)
+	return r, err
+}
+
+// List returns every tool, sorted by tag.
+func (c *Client) List(ctx context.Context) ([]ProcessInfo, error) {
+	var r []ProcessInfo
+	err := c.Call(ctx, "list", nil, &r)
+	return r, err
+}
+
+// Shutdown stops all tools (within timeout seconds each, nil for the
+// default); the sidecar then exits. It returns how many tools were stopped.
+func (c *Client) Shutdown(ctx context.Context, timeout *float64) (int, error) {
+	var r struct {
+		Stopped int `json:"stopped"`
+	}
+	err := c.Call(ctx, "shutdown", struct {
+		Timeout *float64 `json:"timeout,omitempty"`
+	}{timeout}, &r)
+	return r.Stopped, err
+}
