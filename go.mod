@@ -3,6 +3,6 @@ module procmgr
 go 1.26.8
 
 require (
-	github.com/sourcegraph/jsonrpc2 v0.2.1 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	github.com/sourcegraph/jsonrpc2 v0.2.1
+	golang.org/x/sys v0.50.0
 )

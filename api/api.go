@@ -1,0 +1,253 @@
+// Package api is the sidecar's protocol: it maps the JSON-RPC methods and
+// their JSON shapes (docs/protocol.md) onto package manager. It is the only
+// package that knows both.
+package api
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"procmgr/manager"
+	"procmgr/rpc"
+)
+
+// Protocol is the protocol version hello reports.
+const Protocol = 1
+
+// Error codes of the protocol, beyond JSON-RPC's own.
+const (
+	CodeTagInUse     = -32001
+	CodeNoSuchTag    = -32002
+	CodeSpawnFailed  = -32003
+	CodeShuttingDown = -32004
+)
+
+// maxTimeout bounds every timeout a caller may pass, so no call can be made
+// to wait without bound by a typo.
+const maxTimeout = 24 * time.Hour
+
+// Options configures the methods.
+type Options struct {
+	Version  string
+	Features []string
+	// Environ is the environment a tool inherits when inherit_env is true
+	// (os.Environ if nil).
+	Environ func() []string
+	// OnShutdown runs once the reply to `shutdown` has been written.
+	OnShutdown func()
+}
+
+type service struct {
+	m    *manager.Manager
+	opts Options
+}
+
+// Register adds every method of the protocol to srv, served by m.
+func Register(srv *rpc.Server, m *manager.Manager, opts Options) {
+	if opts.Environ == nil {
+		opts.Environ = os.Environ
+	}
+	if opts.OnShutdown == nil {
+		opts.OnShutdown = func() {}
+	}
+	s := &service{m: m, opts: opts}
+	rpc.Handle(srv, "hello", s.hello)
+	rpc.Handle(srv, "create", s.create)
+	rpc.Handle(srv, "running", s.running)
+	rpc.Handle(srv, "is_alive", s.isAlive)
+	rpc.Handle(srv, "fetch", s.fetch)
+	rpc.Handle(srv, "stop", s.stop)
+	rpc.Handle(srv, "signal", s.signal)
+	rpc.Handle(srv, "wait", s.wait)
+	rpc.Handle(srv, "list", s.list)
+	rpc.Handle(srv, "shutdown", s.shutdown)
+}
+
+// ExitedNotification is the params of the `exited` notification.
+func ExitedNotification(in manager.Info) any {
+	pi := toProcessInfo(in)
+	return exitedParams{Tag: pi.Tag, Pid: pi.Pid, ExitCode: pi.ExitCode, Signal: pi.Signal, Info: pi}
+}
+
+type exitedParams struct {
+	Tag      string      `json:"tag"`
+	Pid      int         `json:"pid"`
+	ExitCode *int        `json:"exit_code"`
+	Signal   *string     `json:"signal"`
+	Info     processInfo `json:"info"`
+}
+
+type helloResult struct {
+	Name     string   `json:"name"`
+	Version  string   `json:"version"`
+	Protocol int      `json:"protocol"`
+	Pid      int      `json:"pid"`
+	Session  string   `json:"session"`
+	Features []string `json:"features"`
+}
+
+func (s *service) hello(context.Context, struct{}) (helloResult, error) {
+	return helloResult{
+		Name: "procmgr", Version: s.opts.Version, Protocol: Protocol,
+		Pid: os.Getpid(), Session: s.m.Session(), Features: s.opts.Features,
+	}, nil
+}
+
+type tagParams struct {
+	Tag *string `json:"tag"`
+}
+
+func (p tagParams) tag() (string, error) {
+	if p.Tag == nil {
+		return "", rpc.Errorf(rpc.CodeInvalidParams, "invalid params: tag is required")
+	}
+	return *p.Tag, nil
+}
+
+func (s *service) running(_ context.Context, p tagParams) (bool, error) {
+	tag, err := p.tag()
+	if err != nil {
+		return false, err
+	}
+	return s.m.Running(tag), nil
+}
+
+func (s *service) isAlive(_ context.Context, p tagParams) (bool, error) {
+	tag, err := p.tag()
+	if err != nil {
+		return false, err
+	}
+	alive, err := s.m.IsAlive(tag)
+	return alive, toRPCError(err, tag)
+}
+
+func (s *service) fetch(_ context.Context, p tagParams) (*processInfo, error) {
+	tag, err := p.tag()
+	if err != nil {
+		return nil, err
+	}
+	in, ok := s.m.Fetch(tag)
+	if !ok {
+		return nil, nil
+	}
+	pi := toProcessInfo(in)
+	return &pi, nil
+}
+
+func (s *service) list(context.Context, struct{}) ([]processInfo, error) {
+	infos := s.m.List()
+	out := make([]processInfo, len(infos))
+	for i, in := range infos {
+		out[i] = toProcessInfo(in)
+	}
+	return out, nil
+}
+
+type stopParams struct {
+	Tag     *string  `json:"tag"`
+	Signal  *signal  `json:"signal"`
+	Timeout *seconds `json:"timeout"`
+}
+
+func (s *service) stop(ctx context.Context, p stopParams) (processInfo, error) {
+	tag, err := tagParams{p.Tag}.tag()
+	if err != nil {
+		return processInfo{}, err
+	}
+	var sig syscall.Signal
+	if p.Signal != nil {
+		sig = p.Signal.sig
+	}
+	var timeout time.Duration
+	if p.Timeout != nil {
+		timeout = p.Timeout.d
+	}
+	in, err := s.m.Stop(ctx, tag, sig, timeout)
+	if err != nil {
+		return processInfo{}, toRPCError(err, tag)
+	}
+	return toProcessInfo(in), nil
+}
+
+type signalParams struct {
+	Tag    *string `json:"tag"`
+	Signal *signal `json:"signal"`
+}
+
+func (s *service) signal(_ context.Context, p signalParams) (any, error) {
+	tag, err := tagParams{p.Tag}.tag()
+	if err != nil {
+		return nil, err
+	}
+	if p.Signal == nil {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: signal is required")
+	}
+	return nil, toRPCError(s.m.Signal(tag, p.Signal.sig), tag)
+}
+
+type waitParams struct {
+	Tag     *string  `json:"tag"`
+	Timeout *seconds `json:"timeout"`
+}
+
+func (s *service) wait(ctx context.Context, p waitParams) (processInfo, error) {
+	tag, err := tagParams{p.Tag}.tag()
+	if err != nil {
+		return processInfo{}, err
+	}
+	if p.Timeout != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Timeout.d)
+		defer cancel()
+	}
+	in, err := s.m.Wait(ctx, tag)
+	if err != nil {
+		return processInfo{}, toRPCError(err, tag)
+	}
+	return toProcessInfo(in), nil
+}
+
+type shutdownParams struct {
+	Timeout *seconds `json:"timeout"`
+}
+
+type shutdownResult struct {
+	Stopped int `json:"stopped"`
+}
+
+func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResult, error) {
+	var grace time.Duration
+	if p.Timeout != nil {
+		grace = p.Timeout.d
+	}
+	// The caller's connection may end mid-shutdown; the shutdown must not.
+	n := s.m.Shutdown(context.WithoutCancel(ctx), grace)
+	rpc.AfterReply(ctx, s.opts.OnShutdown)
+	return shutdownResult{Stopped: n}, nil
+}
+
+// toRPCError maps the manager's sentinel errors onto the protocol's codes.
+func toRPCError(err error, tag string) error {
+	if err == nil {
+		return nil
+	}
+	data := map[string]string{"tag": tag}
+	switch {
+	case errors.Is(err, manager.ErrTagInUse):
+		return &rpc.Error{Code: CodeTagInUse, Message: err.Error(), Data: data}
+	case errors.Is(err, manager.ErrNoSuchTag):
+		return &rpc.Error{Code: CodeNoSuchTag, Message: err.Error(), Data: data}
+	case errors.Is(err, manager.ErrSpawn):
+		return &rpc.Error{Code: CodeSpawnFailed, Message: err.Error(), Data: data}
+	case errors.Is(err, manager.ErrShuttingDown):
+		return &rpc.Error{Code: CodeShuttingDown, Message: "shutting down: no new tools are started", Data: data}
+	case errors.Is(err, manager.ErrInvalid):
+		msg := strings.TrimPrefix(err.Error(), manager.ErrInvalid.Error()+": ")
+		return &rpc.Error{Code: rpc.CodeInvalidParams, Message: "invalid params: " + msg, Data: data}
+	}
+	return err
+}

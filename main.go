@@ -1,0 +1,204 @@
+// Command procmgr is a process-manager sidecar: a host session spawns it and
+// drives it with JSON-RPC 2.0 over its stdin and stdout (docs/protocol.md).
+// Every tool it starts dies with the session (docs/containment.md).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"procmgr/api"
+	"procmgr/manager"
+	"procmgr/rpc"
+
+	"golang.org/x/sys/unix"
+)
+
+var version = "0.1.0" // overridden with -ldflags "-X main.version=..."
+
+type config struct {
+	parentPid   int
+	stdoutFd    int
+	stderrFd    int
+	logFile     string
+	logLevel    string
+	framing     string
+	maxMessage  int
+	stopTimeout float64
+}
+
+func main() {
+	// A write to a closed stdout must fail with EPIPE, not kill the sidecar
+	// before it has stopped the tools. Notify (not Ignore) so tools start with
+	// SIGPIPE at its default: an ignored signal would be inherited across exec.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	os.Exit(run())
+}
+
+func parseFlags() config {
+	var c config
+	var showVersion bool
+	fs := flag.CommandLine
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: procmgr [flags]\n\n"+
+			"A process-manager sidecar driven by JSON-RPC 2.0 on stdin/stdout.\n"+
+			"Every tool it starts dies with the host session. See docs/protocol.md.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&c.parentPid, "parent-pid", 0, "pid of the host session to watch (default: the parent process)")
+	fs.IntVar(&c.stdoutFd, "stdout-fd", -1, `inherited fd that "inherit" stdout writes to (default: the sidecar's stderr)`)
+	fs.IntVar(&c.stderrFd, "stderr-fd", -1, `inherited fd that "inherit" stderr writes to (default: the sidecar's stderr)`)
+	fs.StringVar(&c.logFile, "log-file", "", "append logs to this file instead of stderr")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.framing, "framing", "line", `"line" (one JSON object per line) or "header" (Content-Length)`)
+	fs.IntVar(&c.maxMessage, "max-message", 16<<20, "largest accepted message in bytes; longer ones are skipped")
+	fs.Float64Var(&c.stopTimeout, "stop-timeout", manager.DefaultStopTimeout.Seconds(), "default seconds between the stop signal and SIGKILL")
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	flag.Parse()
+	if showVersion {
+		fmt.Println("procmgr", version)
+		os.Exit(0)
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "procmgr: unexpected arguments: %s\n", strings.Join(flag.Args(), " "))
+		os.Exit(2)
+	}
+	return c
+}
+
+func run() int {
+	c := parseFlags()
+	log, err := newLogger(c.logFile, c.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "procmgr:", err)
+		return 2
+	}
+	fail := func(err error) int {
+		log.Error("cannot start", "err", err)
+		fmt.Fprintln(os.Stderr, "procmgr:", err)
+		return 2
+	}
+	if c.maxMessage < 1024 {
+		return fail(fmt.Errorf("--max-message %d is below 1024 bytes", c.maxMessage))
+	}
+	if c.stopTimeout < 0 {
+		return fail(fmt.Errorf("--stop-timeout %v is negative", c.stopTimeout))
+	}
+	hostOut, err := inheritedFile(c.stdoutFd, "stdout")
+	if err != nil {
+		return fail(err)
+	}
+	hostErr, err := inheritedFile(c.stderrFd, "stderr")
+	if err != nil {
+		return fail(err)
+	}
+	if c.parentPid == 0 {
+		c.parentPid = os.Getppid()
+	}
+
+	srv := rpc.NewServer(log)
+	mgr, err := manager.New(manager.Config{
+		Session:       newSessionID(),
+		StopTimeout:   time.Duration(c.stopTimeout * float64(time.Second)),
+		InheritStdout: hostOut,
+		InheritStderr: hostErr,
+		OnExit:        func(in manager.Info) { srv.Notify("exited", api.ExitedNotification(in)) },
+		Logger:        log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	shutdownReplied := make(chan struct{})
+	api.Register(srv, mgr, api.Options{
+		Version:    version,
+		Features:   features(),
+		OnShutdown: func() { close(shutdownReplied) },
+	})
+	stream, err := rpc.NewStream(os.Stdin, os.Stdout, closeBoth{os.Stdin, os.Stdout}, rpc.Framing(c.framing), c.maxMessage, log)
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("serving", "version", version, "pid", os.Getpid(), "host_pid", c.parentPid, "session", mgr.Session())
+
+	served := make(chan struct{})
+	go func() { srv.Serve(context.Background(), stream); close(served) }()
+	hostGone := manager.WatchHost(c.parentPid, log)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+
+	select {
+	case <-shutdownReplied:
+		flushCtx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		srv.Flush(flushCtx)
+		cancel()
+		log.Info("shut down on request")
+		return 0
+	case <-served:
+		log.Info("stdin closed: stopping every tool")
+	case reason := <-hostGone:
+		log.Info("host died: stopping every tool", "noticed_by", reason)
+	case sig := <-sigs:
+		log.Info("signalled: stopping every tool", "signal", sig.String())
+	}
+	n := mgr.Shutdown(context.Background(), 0)
+	log.Info("exiting", "stopped", n)
+	return 0
+}
+
+func features() []string {
+	return []string{"process-group", "pdeathsig", "subreaper", "env-attribution", "header-framing"}
+}
+
+func newLogger(path, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	var w io.Writer = os.Stderr
+	if path != "" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("--log-file: %w", err)
+		}
+		w = f
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// inheritedFile wraps an fd the host handed over for "inherit" output. It
+// must be open; fds 0 and 1 are the protocol and are refused.
+func inheritedFile(fd int, name string) (*os.File, error) {
+	if fd < 0 {
+		return os.Stderr, nil
+	}
+	if fd == 0 || fd == 1 {
+		return nil, fmt.Errorf("--%s-fd %d is a protocol stream; tools never write there", name, fd)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return nil, fmt.Errorf("--%s-fd %d is not an open descriptor: %w", name, fd, err)
+	}
+	return os.NewFile(uintptr(fd), "host-"+name), nil
+}
+
+func newSessionID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type closeBoth struct{ r, w io.Closer }
+
+func (c closeBoth) Close() error {
+	c.w.Close()
+	return c.r.Close()
+}

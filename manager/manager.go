@@ -1,0 +1,170 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config sets up a Manager.
+type Config struct {
+	// Session marks every tool (PROCMGR_SESSION) so that its descendants can be
+	// found even after they leave the tool's process group. Required.
+	Session string
+	// StopTimeout is the default grace between the stop signal and SIGKILL (3 s if 0).
+	StopTimeout time.Duration
+	// InheritStdout and InheritStderr are where "inherit" output goes
+	// (the sidecar's own stderr if nil; never the protocol stream).
+	InheritStdout, InheritStderr *os.File
+	// OnExit is called once for every tool whose main process exits, whoever
+	// caused it, from the reaper: it must return at once (queue, never block).
+	OnExit func(Info)
+	Logger *slog.Logger
+}
+
+// DefaultStopTimeout applies when neither the tool nor the Config sets one.
+const DefaultStopTimeout = 3 * time.Second
+
+// Manager starts, tracks and stops tools by tag. Its methods are safe for
+// concurrent use.
+type Manager struct {
+	cfg     Config
+	log     *slog.Logger
+	mon     *Monitor
+	spawner *spawner
+	procs   *procTable
+	devnull *os.File
+	ownPgid int
+
+	mu       sync.Mutex
+	tools    map[string]*tool // a nil value reserves a tag while its create is in flight
+	closing  bool
+	creating sync.WaitGroup // creates in flight; Shutdown waits for them
+}
+
+// New readies the process to manage tools (on Linux it becomes a child
+// subreaper) and starts the reaper.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Session == "" {
+		return nil, fmt.Errorf("%w: Config.Session is empty", ErrInvalid)
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = DefaultStopTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.InheritStdout == nil {
+		cfg.InheritStdout = os.Stderr
+	}
+	if cfg.InheritStderr == nil {
+		cfg.InheritStderr = os.Stderr
+	}
+	if cfg.OnExit == nil {
+		cfg.OnExit = func(Info) {}
+	}
+	if err := host.prepare(); err != nil {
+		return nil, fmt.Errorf("prepare the sidecar process: %w", err)
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		mon:     NewMonitor(cfg.Logger),
+		spawner: newSpawner(),
+		procs:   newProcTable(cfg.Session),
+		devnull: devnull,
+		ownPgid: syscall.Getpgrp(),
+		tools:   make(map[string]*tool),
+	}, nil
+}
+
+// Session is the id every tool carries in PROCMGR_SESSION.
+func (m *Manager) Session() string { return m.cfg.Session }
+
+// lookup returns the tool under tag, or ErrNoSuchTag.
+func (m *Manager) lookup(tag string) (*tool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.tools[tag]; t != nil {
+		return t, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNoSuchTag, tag)
+}
+
+// Running reports whether tag is in use: true from a successful Create until
+// Stop releases it, including after the tool exited on its own.
+func (m *Manager) Running(tag string) bool {
+	_, err := m.lookup(tag)
+	return err == nil
+}
+
+// IsAlive reports whether the tool's main process has not exited.
+func (m *Manager) IsAlive(tag string) (bool, error) {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return false, err
+	}
+	return t.info().Alive, nil
+}
+
+// Fetch returns the tool's snapshot; false for an unknown tag.
+func (m *Manager) Fetch(tag string) (Info, bool) {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return Info{}, false
+	}
+	return t.info(), true
+}
+
+// List returns every tool, sorted by tag.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	tools := make([]*tool, 0, len(m.tools))
+	for _, t := range m.tools {
+		if t != nil {
+			tools = append(tools, t)
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(tools, func(i, j int) bool { return tools[i].tag < tools[j].tag })
+	out := make([]Info, len(tools))
+	for i, t := range tools {
+		out[i] = t.info()
+	}
+	return out
+}
+
+// Wait returns once the tool's main process has exited, or when ctx ends,
+// with the snapshot as it then stands.
+func (m *Manager) Wait(ctx context.Context, tag string) (Info, error) {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return Info{}, err
+	}
+	select {
+	case <-t.exited:
+	case <-ctx.Done():
+	}
+	return t.info(), nil
+}
+
+// Signal sends sig to the tool's process group and to the members that left
+// it. A tool of which nothing remains is not an error (like signalling an
+// exited subprocess.Popen).
+func (m *Manager) Signal(tag string, sig syscall.Signal) error {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return err
+	}
+	m.signalTree(t, sig)
+	return nil
+}

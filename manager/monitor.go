@@ -1,0 +1,155 @@
+package manager
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit is how a process ended, as wait4 reported it.
+type Exit struct {
+	Pid    int
+	Code   int            // exit code; -1 when killed by a signal
+	Signal syscall.Signal // the killing signal; 0 when it exited normally
+	At     time.Time
+}
+
+func exitFromStatus(pid int, ws unix.WaitStatus) Exit {
+	e := Exit{Pid: pid, Code: -1, At: time.Now()}
+	switch {
+	case ws.Exited():
+		e.Code = ws.ExitStatus()
+	case ws.Signaled():
+		e.Signal = syscall.Signal(ws.Signal())
+	}
+	return e
+}
+
+// Monitor is the sidecar's one reaper. It alone calls wait4, so no exit
+// status is stolen from its owner, and it serialises reaping against
+// signalling: a pid registered with Track is signalled only under the read
+// lock while still unreaped, so a recycled pid is never hit.
+//
+// Because the sidecar is a child subreaper, orphaned descendants of tools are
+// re-parented to it; the Monitor reaps them too (so none stays a zombie) and
+// counts them.
+type Monitor struct {
+	mu      sync.RWMutex // write: wait4 and spawn+register; read: signal a tracked pid
+	tracked map[int]func(Exit)
+	log     *slog.Logger
+	sigchld chan os.Signal
+	stop    chan struct{}
+	done    chan struct{}
+	adopted int // orphans reaped that were not tracked
+}
+
+// NewMonitor starts reaping. Call Close to stop.
+func NewMonitor(log *slog.Logger) *Monitor {
+	m := &Monitor{
+		tracked: make(map[int]func(Exit)),
+		log:     log,
+		sigchld: make(chan os.Signal, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	signal.Notify(m.sigchld, syscall.SIGCHLD)
+	go m.loop()
+	return m
+}
+
+func (m *Monitor) loop() {
+	defer close(m.done)
+	// A slow tick is only a safety net against a lost SIGCHLD; the signal does the work.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		m.reap()
+		select {
+		case <-m.sigchld:
+		case <-tick.C:
+		case <-m.stop:
+			return
+		}
+	}
+}
+
+// reap collects every exited child. Callbacks run under the write lock so that
+// a reader who sees a pid as tracked also sees its owner's state before the exit.
+func (m *Monitor) reap() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if pid <= 0 || err != nil {
+			return
+		}
+		if ws.Stopped() || ws.Continued() {
+			continue
+		}
+		onExit, ok := m.tracked[pid]
+		if !ok {
+			m.adopted++
+			m.log.Debug("reaped adopted orphan", "pid", pid, "status", int(ws))
+			continue
+		}
+		delete(m.tracked, pid)
+		onExit(exitFromStatus(pid, ws))
+	}
+}
+
+// Track runs start, which must create exactly one child and return its pid, and
+// registers onExit for it before any reap can run, so even a child that exits at
+// once is attributed. onExit is called once, from the reaper, under its lock:
+// it must be quick and must not call back into the Monitor.
+func (m *Monitor) Track(start func() (int, error), onExit func(Exit)) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	pid, err := start()
+	if err != nil {
+		return 0, err
+	}
+	m.tracked[pid] = onExit
+	return pid, nil
+}
+
+// Signal sends sig to a tracked pid; ESRCH if it was reaped already.
+func (m *Monitor) Signal(pid int, sig syscall.Signal) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if _, ok := m.tracked[pid]; !ok {
+		return syscall.ESRCH
+	}
+	return unix.Kill(pid, sig)
+}
+
+// WithTracked runs f under the read lock: while f runs, no tracked process is
+// reaped, so a pid or process group whose leader is tracked cannot be recycled.
+func (m *Monitor) WithTracked(f func(isTracked func(pid int) bool)) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	f(func(pid int) bool { _, ok := m.tracked[pid]; return ok })
+}
+
+// Adopted reports how many untracked orphans have been reaped.
+func (m *Monitor) Adopted() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.adopted
+}
+
+// Close stops the reaper. Tracked processes are no longer reaped afterwards.
+func (m *Monitor) Close() {
+	signal.Stop(m.sigchld)
+	close(m.stop)
+	<-m.done
+}

@@ -1,0 +1,54 @@
+package manager
+
+import (
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// platform is the seam between the portable life-cycle code and the OS.
+// platform_linux.go and platform_darwin.go each provide one.
+type platform interface {
+	// prepare readies the sidecar process itself (on Linux: child subreaper,
+	// so orphaned descendants of tools come back to it).
+	prepare() error
+	// toolAttr is how a tool is forked: leader of its own process group, and
+	// where the OS has it, a parent-death SIGKILL and a cgroup (fd < 0: none).
+	toolAttr(cgroupFD int) *syscall.SysProcAttr
+	// processes lists every process the OS shows, zombies marked.
+	processes() ([]procEntry, error)
+	// environ returns the NUL-separated environment of pid, or an error when
+	// the OS does not show it.
+	environ(pid int) ([]byte, error)
+}
+
+// procEntry is one process as the OS reports it.
+type procEntry struct {
+	pid, ppid, pgid int
+	start           uint64 // start time in clock ticks: with pid, names the process uniquely
+	zombie          bool
+}
+
+// closeOnExecAbove2 marks every open descriptor above 2 close-on-exec, so
+// that a tool inherits nothing the host handed the sidecar (the fds named by
+// --stdout-fd/--stderr-fd, or any the host leaked). fdDir lists the process's
+// descriptors (/proc/self/fd, /dev/fd).
+func closeOnExecAbove2(fdDir string) error {
+	d, err := os.Open(fdDir)
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if fd, err := strconv.Atoi(name); err == nil && fd > 2 {
+			unix.CloseOnExec(fd) // the fd of the listing itself is gone: EBADF, harmless
+		}
+	}
+	return nil
+}

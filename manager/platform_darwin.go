@@ -1,0 +1,43 @@
+package manager
+
+import (
+	"errors"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// macOS has no parent-death signal, no subreaper and no cgroups: a tool is
+// its own process-group leader, and containment rests on the sidecar noticing
+// the host's death (stdin EOF, kqueue on the host pid). See docs/containment.md.
+type darwinPlatform struct{}
+
+var host platform = darwinPlatform{}
+
+func (darwinPlatform) prepare() error { return closeOnExecAbove2("/dev/fd") }
+
+func (darwinPlatform) toolAttr(int) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
+
+func (darwinPlatform) processes() ([]procEntry, error) {
+	kps, err := unix.SysctlKinfoProcSlice("kern.proc.all")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]procEntry, 0, len(kps))
+	for _, kp := range kps {
+		out = append(out, procEntry{
+			pid:    int(kp.Proc.P_pid),
+			ppid:   int(kp.Eproc.Ppid),
+			pgid:   int(kp.Eproc.Pgid),
+			start:  uint64(kp.Proc.P_starttime.Sec)*1e6 + uint64(kp.Proc.P_starttime.Usec),
+			zombie: kp.Proc.P_stat == 5, // SZOMB
+		})
+	}
+	return out, nil
+}
+
+func (darwinPlatform) environ(int) ([]byte, error) {
+	return nil, errors.New("environment of other processes is not readable on macOS")
+}

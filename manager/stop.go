@@ -1,0 +1,236 @@
+package manager
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// killWait bounds how long a stop waits for members after SIGKILL. Only a
+// process the sidecar may not kill (another uid) or one stuck in the kernel
+// (state D) outlives it; the stop then returns and logs the survivors.
+const killWait = 5 * time.Second
+
+// Stop sends sig (0: the tool's stop signal) to the tool's whole tree — its
+// process group and the members that left it — waits up to timeout (0: the
+// tool's stop timeout) for every member to exit, SIGKILLs whatever remains,
+// and returns when nothing of the tree remains. The tag is then free.
+//
+// Stopping a tool that already exited reaps what is left of its tree and
+// releases the tag. Concurrent stops of one tool share the first one's work
+// and result; ctx bounds only how long a second caller waits for it.
+func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, timeout time.Duration) (Info, error) {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return Info{}, err
+	}
+	t.mu.Lock()
+	if done := t.stopDone; done != nil {
+		t.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return t.info(), ctx.Err()
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.final, nil
+	}
+	t.stopDone = make(chan struct{})
+	if t.state == StateRunning {
+		t.state = StateStopping
+	}
+	t.mu.Unlock()
+
+	if sig == 0 {
+		sig = t.stopSignal
+	}
+	if timeout <= 0 {
+		timeout = t.stopTimeout
+	}
+	m.terminate(t, sig, timeout)
+
+	t.mu.Lock()
+	t.state = StateExited
+	t.final = t.infoLocked()
+	final := t.final
+	t.mu.Unlock()
+	m.mu.Lock()
+	if m.tools[tag] == t {
+		delete(m.tools, tag)
+	}
+	m.mu.Unlock()
+	close(t.stopDone)
+	m.log.Info("stopped", "tag", tag, "pid", t.pid, "exit_code", final.ExitCode, "signal", SignalName(final.Signal))
+	return final, nil
+}
+
+// terminate is the stop sequence: signal, grace, SIGKILL, and wait until the
+// tree is empty. Members that appear during the grace (a tool forking while
+// it stops) get the stop signal once each, since a second SIGTERM can re-enter
+// a tool's handler; in the kill phase every round SIGKILLs whatever is found.
+func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
+	signalled := make(map[int]bool)
+	for _, e := range m.signalTree(t, sig) {
+		signalled[e.pid] = true
+	}
+	latecomers := func() {
+		for _, e := range m.procs.membersOf(t.pid, t.tag) {
+			if !signalled[e.pid] {
+				signalled[e.pid] = true
+				m.killPid(e.pid, sig)
+			}
+		}
+	}
+	if m.awaitGone(t, time.Now().Add(grace), latecomers) {
+		return
+	}
+	m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", t.pid)
+	kill := func() { m.signalTree(t, syscall.SIGKILL) }
+	kill()
+	if !m.awaitGone(t, time.Now().Add(killWait), kill) {
+		m.log.Error("members survive SIGKILL", "tag", t.tag, "pids", m.procs.members(t.pid, t.tag))
+	}
+}
+
+// awaitGone polls, with a short backoff, until the main process is reaped and
+// no member remains, or the deadline passes. each runs between polls.
+func (m *Manager) awaitGone(t *tool, deadline time.Time, each func()) bool {
+	pause := 500 * time.Microsecond
+	for {
+		select {
+		case <-t.exited:
+			if len(m.procs.members(t.pid, t.tag)) == 0 {
+				return true
+			}
+		default:
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		timer := time.NewTimer(min(pause, left))
+		select {
+		case <-t.exited:
+		case <-timer.C:
+		}
+		timer.Stop()
+		pause = min(pause*2, 20*time.Millisecond)
+		each()
+	}
+}
+
+// signalTree sends sig to the tool's process group and, one by one, to the
+// members that left it, and returns the members it found.
+//
+// The group is signalled only while its leader is unreaped or members were
+// just seen in it: a group id is not recycled while either holds.
+func (m *Manager) signalTree(t *tool, sig syscall.Signal) []procEntry {
+	members := m.procs.membersOf(t.pid, t.tag)
+	m.mon.WithTracked(func(tracked func(int) bool) {
+		groupLive := tracked(t.pid)
+		for _, e := range members {
+			groupLive = groupLive || e.pgid == t.pid
+		}
+		if groupLive {
+			m.killGroup(t.pid, sig)
+		}
+		for _, e := range members {
+			if e.pgid != t.pid {
+				m.killPid(e.pid, sig)
+			}
+		}
+	})
+	return members
+}
+
+// killGroup signals a process group, refusing the ids that would reach far
+// more than one tool: kill(-0) is our own group, kill(-1) everyone we may
+// signal (as root: the machine).
+func (m *Manager) killGroup(pgid int, sig syscall.Signal) {
+	if pgid <= 1 || pgid == m.ownPgid {
+		m.log.Error("refused to signal process group", "pgid", pgid)
+		return
+	}
+	if err := unix.Kill(-pgid, sig); err != nil && err != unix.ESRCH {
+		m.log.Warn("signal group", "pgid", pgid, "signal", SignalName(sig), "err", err)
+	}
+}
+
+func (m *Manager) killPid(pid int, sig syscall.Signal) {
+	if pid <= 1 || pid == m.procs.self {
+		m.log.Error("refused to signal process", "pid", pid)
+		return
+	}
+	if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
+		m.log.Warn("signal", "pid", pid, "signal", SignalName(sig), "err", err)
+	}
+}
+
+// Shutdown refuses new tools, stops every tool in parallel (each with its own
+// stop signal, and grace if it is positive, else its own stop timeout), then
+// kills any process still carrying this session's mark. It returns how many
+// tools it stopped. ctx bounds the wait; a call after the first stops what is
+// left and returns.
+func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
+	m.mu.Lock()
+	m.closing = true
+	m.mu.Unlock()
+	m.creating.Wait() // a create in flight either lands in the list below or fails
+	m.mu.Lock()
+	var tags []string
+	for tag, t := range m.tools {
+		if t != nil {
+			tags = append(tags, tag)
+		}
+	}
+	m.mu.Unlock()
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	stopped := 0
+	for _, tag := range tags {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := m.Stop(ctx, tag, 0, grace); err == nil {
+				mu.Lock()
+				stopped++
+				mu.Unlock()
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	m.sweep()
+	mu.Lock()
+	defer mu.Unlock()
+	return stopped
+}
+
+// sweep SIGKILLs every live process that still carries this session's mark
+// (descendants of tools released earlier, or of a create that raced the
+// shutdown), for a bounded time.
+func (m *Manager) sweep() {
+	deadline := time.Now().Add(killWait)
+	for {
+		pids := m.procs.sessionMembers()
+		if len(pids) == 0 || time.Now().After(deadline) {
+			if len(pids) > 0 {
+				m.log.Error("session processes survive SIGKILL", "pids", pids)
+			}
+			return
+		}
+		for _, pid := range pids {
+			m.killPid(pid, syscall.SIGKILL)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
