@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,7 @@ type config struct {
 	framing     string
 	maxMessage  int
 	stopTimeout float64
+	noCgroup    bool
 }
 
 func main() {
@@ -63,6 +65,7 @@ func parseFlags() config {
 	fs.StringVar(&c.framing, "framing", "line", `"line" (one JSON object per line) or "header" (Content-Length)`)
 	fs.IntVar(&c.maxMessage, "max-message", 16<<20, "largest accepted message in bytes; longer ones are skipped")
 	fs.Float64Var(&c.stopTimeout, "stop-timeout", manager.DefaultStopTimeout.Seconds(), "default seconds between the stop signal and SIGKILL")
+	fs.BoolVar(&c.noCgroup, "no-cgroup", false, "do not put tools in cgroups even where cgroup v2 is writable")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 	if showVersion {
@@ -114,6 +117,7 @@ func run() int {
 		InheritStderr: hostErr,
 		OnExit:        func(in manager.Info) { srv.Notify("exited", api.ExitedNotification(in)) },
 		Logger:        log,
+		Cgroups:       !c.noCgroup,
 	})
 	if err != nil {
 		return fail(err)
@@ -121,7 +125,7 @@ func run() int {
 	shutdownReplied := make(chan struct{})
 	api.Register(srv, mgr, api.Options{
 		Version:    version,
-		Features:   features(),
+		Features:   features(mgr),
 		OnShutdown: func() { close(shutdownReplied) },
 	})
 	stream, err := rpc.NewStream(os.Stdin, os.Stdout, closeBoth{os.Stdin, os.Stdout}, rpc.Framing(c.framing), c.maxMessage, log)
@@ -155,8 +159,16 @@ func run() int {
 	return 0
 }
 
-func features() []string {
-	return []string{"process-group", "pdeathsig", "subreaper", "env-attribution", "header-framing"}
+// features lists what hello reports: the containment layers in force here.
+func features(mgr *manager.Manager) []string {
+	f := []string{"process-group", "env-attribution", "header-framing"}
+	if runtime.GOOS == "linux" {
+		f = append(f, "pdeathsig", "subreaper")
+	}
+	if mgr.CgroupDir() != "" {
+		f = append(f, "cgroup")
+	}
+	return f
 }
 
 func newLogger(path, level string) (*slog.Logger, error) {

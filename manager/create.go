@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Create starts a tool and returns once it has been exec'd. A tool that
@@ -91,21 +93,54 @@ func (m *Manager) start(spec Spec) (*tool, error) {
 		Dir:   spec.Dir,
 		Env:   env,
 		Files: []uintptr{m.devnull.Fd(), stdout.Fd(), stderr.Fd()},
-		Sys:   host.toolAttr(-1),
 	}
-	var spawnErr error
+	cgFD := -1
+	if m.cg != nil {
+		if tcg, fd, err := m.cg.newTool(); err == nil {
+			t.cg, cgFD = tcg, fd
+			defer unix.Close(fd)
+		} else {
+			m.log.Warn("no cgroup for tool; falling back to its process group", "tag", t.tag, "err", err)
+		}
+	}
+	err = m.fork(t, path, spec.Argv, attr, cgFD)
+	if err != nil && t.cg != nil && cloneIntoCgroupUnsupported(err) {
+		m.log.Warn("cannot clone into a cgroup; this tool runs without one", "tag", t.tag, "err", err)
+		t.cg.release()
+		t.cg = nil
+		err = m.fork(t, path, spec.Argv, attr, -1)
+	}
+	if err != nil {
+		if t.cg != nil {
+			t.cg.release()
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrSpawn, path, err)
+	}
+	return t, nil
+}
+
+// fork starts the tool on the spawner thread, tracked by the Monitor from
+// the instant it exists.
+func (m *Manager) fork(t *tool, path string, argv []string, attr *syscall.ProcAttr, cgroupFD int) error {
+	attr.Sys = host.toolAttr(cgroupFD)
+	var err error
 	m.spawner.do(func() {
-		_, spawnErr = m.mon.Track(func() (int, error) {
-			pid, err := syscall.ForkExec(path, spec.Argv, attr)
+		_, err = m.mon.Track(func() (int, error) {
+			pid, err := syscall.ForkExec(path, argv, attr)
 			t.pid = pid
 			t.startedAt = time.Now()
 			return pid, err
 		}, func(e Exit) { m.cfg.OnExit(t.markExited(e)) })
 	})
-	if spawnErr != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrSpawn, path, spawnErr)
-	}
-	return t, nil
+	return err
+}
+
+// cloneIntoCgroupUnsupported reports errors of clone3's CLONE_INTO_CGROUP
+// itself (old kernel, a cgroup that refuses members), as opposed to the
+// tool's exec failing.
+func cloneIntoCgroupUnsupported(err error) bool {
+	return errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP) ||
+		errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EINVAL)
 }
 
 // openOutputs resolves the stdout and stderr destinations. The returned

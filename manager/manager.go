@@ -25,6 +25,9 @@ type Config struct {
 	// caused it, from the reaper: it must return at once (queue, never block).
 	OnExit func(Info)
 	Logger *slog.Logger
+	// Cgroups asks for one cgroup v2 per tool where the hierarchy is writable
+	// (see cgroupSet); the manager falls back silently where it is not.
+	Cgroups bool
 }
 
 // DefaultStopTimeout applies when neither the tool nor the Config sets one.
@@ -40,6 +43,7 @@ type Manager struct {
 	procs   *procTable
 	devnull *os.File
 	ownPgid int
+	cg      *cgroupSet // nil: process groups and environment attribution only
 
 	mu       sync.Mutex
 	tools    map[string]*tool // a nil value reserves a tag while its create is in flight
@@ -75,7 +79,15 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cg *cgroupSet
+	if cfg.Cgroups {
+		if cg, err = openCgroupSet(cfg.Session); err != nil {
+			cfg.Logger.Info("cgroup mode off", "reason", err)
+			cg = nil
+		}
+	}
 	return &Manager{
+		cg:      cg,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		mon:     NewMonitor(cfg.Logger),
@@ -89,6 +101,14 @@ func New(cfg Config) (*Manager, error) {
 
 // Session is the id every tool carries in PROCMGR_SESSION.
 func (m *Manager) Session() string { return m.cfg.Session }
+
+// CgroupDir is the session's cgroup directory, or "" when cgroup mode is off.
+func (m *Manager) CgroupDir() string {
+	if m.cg == nil {
+		return ""
+	}
+	return m.cg.Dir()
+}
 
 // lookup returns the tool under tag, or ErrNoSuchTag.
 func (m *Manager) lookup(tag string) (*tool, error) {

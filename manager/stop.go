@@ -53,6 +53,9 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 	}
 	m.terminate(t, sig, timeout)
 
+	if t.cg != nil {
+		t.cg.release()
+	}
 	t.mu.Lock()
 	t.state = StateExited
 	t.final = t.infoLocked()
@@ -78,7 +81,7 @@ func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 		signalled[e.pid] = true
 	}
 	latecomers := func() {
-		for _, e := range m.procs.membersOf(t.pid, t.tag) {
+		for _, e := range m.membersOf(t) {
 			if !signalled[e.pid] {
 				signalled[e.pid] = true
 				m.killPid(e.pid, sig)
@@ -92,7 +95,7 @@ func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	kill := func() { m.signalTree(t, syscall.SIGKILL) }
 	kill()
 	if !m.awaitGone(t, time.Now().Add(killWait), kill) {
-		m.log.Error("members survive SIGKILL", "tag", t.tag, "pids", m.procs.members(t.pid, t.tag))
+		m.log.Error("members survive SIGKILL", "tag", t.tag, "members", len(m.membersOf(t)))
 	}
 }
 
@@ -103,7 +106,7 @@ func (m *Manager) awaitGone(t *tool, deadline time.Time, each func()) bool {
 	for {
 		select {
 		case <-t.exited:
-			if len(m.procs.members(t.pid, t.tag)) == 0 {
+			if len(m.membersOf(t)) == 0 {
 				return true
 			}
 		default:
@@ -129,7 +132,10 @@ func (m *Manager) awaitGone(t *tool, deadline time.Time, each func()) bool {
 // The group is signalled only while its leader is unreaped or members were
 // just seen in it: a group id is not recycled while either holds.
 func (m *Manager) signalTree(t *tool, sig syscall.Signal) []procEntry {
-	members := m.procs.membersOf(t.pid, t.tag)
+	members := m.membersOf(t)
+	if sig == syscall.SIGKILL && t.cg != nil {
+		t.cg.kill()
+	}
 	m.mon.WithTracked(func(tracked func(int) bool) {
 		groupLive := tracked(t.pid)
 		for _, e := range members {
@@ -144,6 +150,27 @@ func (m *Manager) signalTree(t *tool, sig syscall.Signal) []procEntry {
 			}
 		}
 	})
+	return members
+}
+
+// membersOf lists the tool's live processes: its process group, the
+// processes carrying its mark, and (in cgroup mode) its cgroup's members,
+// which no descendant can leave. A cgroup member unknown to the snapshot has
+// pgid -1: it is signalled by pid.
+func (m *Manager) membersOf(t *tool) []procEntry {
+	members := m.procs.membersOf(t.pid, t.tag)
+	if t.cg == nil {
+		return members
+	}
+	known := make(map[int]bool, len(members))
+	for _, e := range members {
+		known[e.pid] = true
+	}
+	for _, pid := range t.cg.pids() {
+		if !known[pid] && pid != m.procs.self {
+			members = append(members, procEntry{pid: pid, pgid: -1})
+		}
+	}
 	return members
 }
 
@@ -210,6 +237,9 @@ func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 	case <-ctx.Done():
 	}
 	m.sweep()
+	if m.cg != nil {
+		m.cg.remove()
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	return stopped
@@ -221,6 +251,9 @@ func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 func (m *Manager) sweep() {
 	deadline := time.Now().Add(killWait)
 	for {
+		if m.cg != nil {
+			KillCgroupTree(m.cg.Dir())
+		}
 		pids := m.procs.sessionMembers()
 		if len(pids) == 0 || time.Now().After(deadline) {
 			if len(pids) > 0 {

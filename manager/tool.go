@@ -15,6 +15,7 @@ type tool struct {
 	stopSignal  syscall.Signal
 	stopTimeout time.Duration
 	startedAt   time.Time
+	cg          *toolCgroup   // nil without cgroup mode
 	exited      chan struct{} // closed when the main process has been reaped
 
 	mu       sync.Mutex

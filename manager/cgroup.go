@@ -1,0 +1,184 @@
+package manager
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupSet is the session's cgroup v2 directory, with one child cgroup per
+// tool. A tool is cloned straight into its cgroup (CLONE_INTO_CGROUP), so no
+// descendant can be forked outside it, and stopping it with cgroup.kill is
+// race-free against forking — unlike walking a process tree.
+//
+// It is used only where the hierarchy is writable (root, or a delegated
+// subtree); elsewhere the manager falls back to process groups plus
+// environment attribution.
+type cgroupSet struct {
+	dir  string // <our cgroup>/procmgr-<session>
+	next atomic.Int64
+}
+
+// errNoCgroup: cgroup v2 is not mounted or not writable here.
+var errNoCgroup = errors.New("cgroup v2 not available")
+
+// openCgroupSet creates the session's cgroup below the sidecar's own.
+func openCgroupSet(session string) (*cgroupSet, error) {
+	mount, err := cgroup2Mount("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	own, err := ownCgroup("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(mount, own, "procmgr-"+session)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNoCgroup, err)
+	}
+	return &cgroupSet{dir: dir}, nil
+}
+
+// Dir is the session cgroup's path.
+func (s *cgroupSet) Dir() string { return s.dir }
+
+// newTool creates a tool's cgroup and returns it with an open directory fd
+// for SysProcAttr.CgroupFD; the caller closes the fd once the tool is forked.
+func (s *cgroupSet) newTool() (*toolCgroup, int, error) {
+	dir := filepath.Join(s.dir, "tool-"+strconv.FormatInt(s.next.Add(1), 10))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, -1, err
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		os.Remove(dir)
+		return nil, -1, err
+	}
+	return &toolCgroup{dir: dir}, fd, nil
+}
+
+// remove deletes the session cgroup; it fails (harmlessly) while populated.
+func (s *cgroupSet) remove() error { return removeCgroupTree(s.dir) }
+
+// toolCgroup is one tool's cgroup.
+type toolCgroup struct{ dir string }
+
+// pids lists the processes in the cgroup (exited ones are not listed).
+func (c *toolCgroup) pids() []int { return readPids(filepath.Join(c.dir, "cgroup.procs")) }
+
+// kill SIGKILLs every process in the cgroup, atomically where the kernel has
+// cgroup.kill (5.14+), else one by one.
+func (c *toolCgroup) kill() {
+	if err := os.WriteFile(filepath.Join(c.dir, "cgroup.kill"), []byte("1"), 0); err == nil {
+		return
+	}
+	for _, pid := range c.pids() {
+		if pid > 1 {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+}
+
+// release removes the cgroup once it is empty.
+func (c *toolCgroup) release() { os.Remove(c.dir) }
+
+func readPids(path string) []int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range bytes.Fields(b) {
+		if pid, err := strconv.Atoi(string(f)); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// removeCgroupTree removes dir and its child cgroups, deepest first.
+func removeCgroupTree(dir string) error {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroupTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	return os.Remove(dir)
+}
+
+// KillCgroupTree SIGKILLs every process in dir and its child cgroups. It is
+// how the session watchdog empties a session whose sidecar died.
+func KillCgroupTree(dir string) {
+	(&toolCgroup{dir: dir}).kill()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			KillCgroupTree(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// cgroup2Mount finds the cgroup v2 mount point in a mountinfo file. It is
+// not always /sys/fs/cgroup: hybrid systems mount it at /sys/fs/cgroup/unified.
+func cgroup2Mount(mountinfo string) (string, error) {
+	f, err := os.Open(mountinfo)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errNoCgroup, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) >= 5 && len(qf) >= 1 && qf[0] == "cgroup2" {
+			return unescapeMountPath(pf[4]), nil
+		}
+	}
+	return "", fmt.Errorf("%w: no cgroup2 mount", errNoCgroup)
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// ownCgroup returns the sidecar's cgroup v2 path ("0::/path" in /proc/self/cgroup).
+func ownCgroup(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errNoCgroup, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: not in a cgroup v2 hierarchy", errNoCgroup)
+}
