@@ -1,0 +1,46 @@
+# procmgr — the two commands a newcomer needs: `make demo` and `make test`.
+GO      ?= go
+BIN     := bin/procmgr
+PYENV   := PYTHONPATH=$(CURDIR)/clients/python PROCMGR_BIN=$(CURDIR)/$(BIN)
+
+.PHONY: all build demo test test-go test-python lint bench bench-smoke chaos clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) .
+
+# The main job, end to end: tools start, crash, restart, stop, and a SIGKILLed
+# host's tools are shown gone from /proc.
+demo: build
+	$(PYENV) python3 clients/python/examples/demo.py
+
+# Everything CI runs: lint, the darwin build, Go unit and end-to-end tests
+# under the race detector, and the Python client's tests.
+test: lint build test-go test-python
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	GOOS=darwin $(GO) build ./...
+	GOOS=darwin $(GO) vet ./...
+
+test-go: build
+	PROCMGR_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 8m ./...
+
+test-python: build
+	$(PYENV) python3 -m unittest discover -s clients/python/tests -t clients/python -v
+
+# Long chaos run (issue 4): 1000 trials per mode.
+chaos: build
+	PROCMGR_BIN=$(CURDIR)/$(BIN) PROCMGR_CHAOS_TRIALS=1000 $(GO) test -count=1 -timeout 20m -run Chaos -v ./tests/
+
+bench: build
+	$(PYENV) python3 bench/run.py --out docs/benchmarks.md
+
+bench-smoke: build
+	$(PYENV) python3 bench/run.py --smoke
+
+clean:
+	rm -rf bin
