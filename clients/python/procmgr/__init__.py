@@ -1,0 +1,52 @@
+"""procmgr: start tagged helper tools from Python and be sure none outlives the session.
+
+The CASA process-manager API on top of the ``procmgr`` sidecar (a small Go
+program spoken to over JSON-RPC on stdin/stdout)::
+
+    from procmgr import procmgr              # CASA: from casa_system import procmgr
+
+    procmgr.create("terrific", ["/opt/local/bin/my-terrific-tool", "arg1", "arg2"])
+    procmgr.running("terrific")              # True until stop(), even after a crash
+    myproc = procmgr.fetch("terrific")       # a Process, or None
+    myproc.is_alive()                        # the process exists right now
+    myproc.stop()                            # whole process group, then the tag is free
+
+``procmgr`` is a default ProcessManager whose sidecar starts on first use and
+is shut down at interpreter exit.  If the host dies any other way (SIGKILL,
+segfault, OOM), the sidecar notices and stops every tool.
+
+Errors are raised, never printed: TagInUseError, NoSuchTagError, SpawnError,
+SidecarError, all subclasses of ProcMgrError.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    NoSuchTagError,
+    ProcMgrError,
+    SidecarError,
+    SpawnError,
+    TagInUseError,
+)
+from ._info import ProcessInfo, output_option
+from ._manager import Process, ProcessManager
+
+__all__ = [
+    "procmgr",
+    "ProcessManager",
+    "Process",
+    "ProcessInfo",
+    "output_option",
+    "ProcMgrError",
+    "TagInUseError",
+    "NoSuchTagError",
+    "SpawnError",
+    "SidecarError",
+]
+
+__version__ = "0.1.0"
+
+#: The default manager (CASA's ``casa_system.procmgr``).  Its sidecar starts on
+#: first use, found through $PROCMGR_BIN or PATH.  In a child made by
+#: os.fork() it starts a fresh sidecar of the child's own on first use.
+procmgr: ProcessManager = ProcessManager(_lazy=True)

@@ -1,0 +1,90 @@
+"""Exceptions raised by the procmgr client.
+
+Every exception the client raises on purpose is a :class:`ProcMgrError`, so
+``except ProcMgrError`` catches them all.  The JSON-RPC error codes of the
+sidecar map onto the subclasses:
+
+=======  ======================
+-32001   :class:`TagInUseError`
+-32002   :class:`NoSuchTagError`
+-32003   :class:`SpawnError`
+-32004   :class:`SidecarError` (the sidecar is shutting down)
+=======  ======================
+
+A sidecar that dies, stops answering, or cannot be started also gives
+:class:`SidecarError`; its message names the sidecar's log file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+__all__ = [
+    "ProcMgrError",
+    "TagInUseError",
+    "NoSuchTagError",
+    "SpawnError",
+    "SidecarError",
+    "error_from_rpc",
+]
+
+
+class ProcMgrError(Exception):
+    """Base class of every procmgr error.
+
+    ``code`` is the JSON-RPC error code when the error came from the sidecar
+    (else None), ``data`` the error's ``data`` member, and ``tag`` the tag it
+    concerns when one applies.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Optional[int] = None,
+        data: Any = None,
+        tag: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.data = data
+        if tag is None and isinstance(data, dict) and isinstance(data.get("tag"), str):
+            tag = data["tag"]
+        self.tag = tag
+
+
+class TagInUseError(ProcMgrError):
+    """``create`` was given a tag that is already in use (code -32001)."""
+
+
+class NoSuchTagError(ProcMgrError):
+    """The tag is unknown, or the Process's tag was released by ``stop`` (code -32002)."""
+
+
+class SpawnError(ProcMgrError):
+    """The tool could not be started; the message carries the OS reason (code -32003)."""
+
+
+class SidecarError(ProcMgrError):
+    """The sidecar died, stopped answering, is shutting down (-32004), or could not start."""
+
+
+_BY_CODE = {
+    -32001: TagInUseError,
+    -32002: NoSuchTagError,
+    -32003: SpawnError,
+    -32004: SidecarError,
+}
+
+
+def error_from_rpc(error: Any, method: str) -> ProcMgrError:
+    """Build the exception for a JSON-RPC ``error`` object of a reply to ``method``."""
+    if not isinstance(error, dict):
+        return ProcMgrError("%s: malformed error from sidecar: %r" % (method, error))
+    code = error.get("code")
+    message = error.get("message")
+    if not isinstance(message, str):
+        message = repr(message)
+    cls = _BY_CODE.get(code, ProcMgrError) if isinstance(code, int) else ProcMgrError
+    return cls(message, code=code if isinstance(code, int) else None, data=error.get("data"))

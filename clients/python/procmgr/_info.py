@@ -1,0 +1,141 @@
+"""Plain data types: ProcessInfo snapshots and the output_option enum."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+import signal as _signal
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+__all__ = ["ProcessInfo", "output_option", "returncode_of", "signal_number"]
+
+
+class output_option(enum.Enum):
+    """Where a tool's stdout and stderr go (named like CASA's enum).
+
+    * ``DISCARD`` -- /dev/null (the default).
+    * ``STDOUT`` -- the host's own stdout and stderr (its terminal, or whatever
+      the host's fds 1 and 2 were when the manager started).  The tool never
+      writes into the protocol stream.
+    * ``PIPE`` -- captured by the sidecar.  Only available when the sidecar
+      announces the "capture" feature; otherwise ``create`` raises ProcMgrError.
+    """
+
+    PIPE = "pipe"
+    STDOUT = "stdout"
+    DISCARD = "discard"
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$"
+)
+
+
+def _parse_time(value: Any) -> Optional[datetime.datetime]:
+    """Parse an RFC 3339 timestamp as Go writes it (up to 9 fraction digits)."""
+    if not isinstance(value, str):
+        return None
+    m = _RFC3339.match(value)
+    if not m:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac = m.group(7) or ""
+    micro = int((frac + "000000")[:6])
+    zone = m.group(8)
+    if zone in ("Z", "z"):
+        tz = datetime.timezone.utc
+    else:
+        sign = 1 if zone[0] == "+" else -1
+        tz = datetime.timezone(
+            sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        )
+    try:
+        return datetime.datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError:
+        return None
+
+
+def signal_number(name: Any) -> Optional[int]:
+    """"SIGKILL" -> 9 (also accepts "KILL" and plain numbers); None if unknown."""
+    if isinstance(name, bool):
+        return None
+    if isinstance(name, int):
+        return name
+    if not isinstance(name, str) or not name:
+        return None
+    if name.isdigit():
+        return int(name)
+    key = name.upper()
+    if not key.startswith("SIG"):
+        key = "SIG" + key
+    try:
+        return int(_signal.Signals[key])
+    except KeyError:
+        return None
+
+
+def returncode_of(exit_code: Any, signal_name: Any) -> Optional[int]:
+    """subprocess-style return code: the exit status, or -N when killed by signal N."""
+    if isinstance(exit_code, int) and not isinstance(exit_code, bool):
+        return exit_code
+    num = signal_number(signal_name)
+    if num is not None:
+        return -num
+    return None
+
+
+_STATE_RANK = {"running": 0, "stopping": 1, "exited": 2}
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A snapshot of one tool, as the sidecar reported it.
+
+    ``returncode`` follows subprocess: None while the tool runs, its exit
+    status once it exited, or minus the signal number when a signal killed it.
+    """
+
+    tag: str
+    pid: int
+    argv: Tuple[str, ...]
+    pgid: int
+    state: str
+    alive: bool
+    exit_code: Optional[int]
+    signal: Optional[str]
+    started_at: Optional[datetime.datetime]
+    exited_at: Optional[datetime.datetime]
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "ProcessInfo":
+        if not isinstance(obj, dict):
+            raise ValueError("ProcessInfo must be a JSON object, got %r" % (obj,))
+        argv = obj.get("argv") or []
+        return cls(
+            tag=str(obj.get("tag", "")),
+            pid=int(obj.get("pid") or 0),
+            argv=tuple(str(a) for a in argv),
+            pgid=int(obj.get("pgid") or 0),
+            state=str(obj.get("state", "")),
+            alive=bool(obj.get("alive", False)),
+            exit_code=obj.get("exit_code"),
+            signal=obj.get("signal"),
+            started_at=_parse_time(obj.get("started_at")),
+            exited_at=_parse_time(obj.get("exited_at")),
+            raw=dict(obj),
+        )
+
+    @property
+    def exited(self) -> bool:
+        return self.state == "exited"
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return returncode_of(self.exit_code, self.signal)
+
+    def newer_than(self, other: "ProcessInfo") -> bool:
+        """True if this snapshot is at least as far along the life cycle as ``other``."""
+        return _STATE_RANK.get(self.state, -1) >= _STATE_RANK.get(other.state, -1)
