@@ -1,0 +1,177 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+type echoParams struct {
+	Text  string `json:"text"`
+	Count int    `json:"count"`
+}
+
+// serve runs a Server with an "echo" and a "panic" method over in-memory
+// pipes and returns a writer for input and a reader of reply lines.
+func serve(t *testing.T, framing Framing, max int) (io.WriteCloser, *bufio.Reader) {
+	t.Helper()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := NewServer(log)
+	Handle(s, "echo", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })
+	Handle(s, "panic", func(context.Context, struct{}) (any, error) { panic("boom") })
+	stream, err := NewStream(inR, outW, io.NopCloser(nil), framing, max, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Serve(context.Background(), stream); close(done) }()
+	t.Cleanup(func() {
+		inW.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return after EOF")
+		}
+		outR.Close()
+	})
+	return inW, bufio.NewReader(outR)
+}
+
+type reply struct {
+	ID     json.RawMessage `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func readReply(t *testing.T, r *bufio.Reader) reply {
+	t.Helper()
+	type res struct {
+		line string
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() { l, err := r.ReadString('\n'); ch <- res{l, err} }()
+	select {
+	case got := <-ch:
+		if got.err != nil {
+			t.Fatalf("read reply: %v", got.err)
+		}
+		var rep reply
+		if err := json.Unmarshal([]byte(got.line), &rep); err != nil {
+			t.Fatalf("reply %q is not JSON: %v", got.line, err)
+		}
+		return rep
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reply within 5 s")
+	}
+	return reply{}
+}
+
+func TestBadInputIsAnsweredAndTheConnectionSurvives(t *testing.T) {
+	cases := []struct {
+		name, in string
+		code     int
+		id       string
+	}{
+		{"garbage", `this is not json`, CodeParseError, "null"},
+		{"truncated object", `{"jsonrpc":"2.0","id":1,`, CodeParseError, "null"},
+		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"echo"}]`, CodeInvalidRequest, "null"},
+		{"scalar", `42`, CodeInvalidRequest, "null"},
+		{"no jsonrpc member", `{"id":7,"method":"echo"}`, CodeInvalidRequest, "7"},
+		{"wrong jsonrpc version", `{"jsonrpc":"1.0","id":7,"method":"echo"}`, CodeInvalidRequest, "7"},
+		{"method not a string", `{"jsonrpc":"2.0","id":7,"method":3}`, CodeInvalidRequest, "7"},
+		{"null id", `{"jsonrpc":"2.0","id":null,"method":"echo"}`, CodeInvalidRequest, "null"},
+		{"negative id", `{"jsonrpc":"2.0","id":-1,"method":"echo"}`, CodeInvalidRequest, "null"},
+		{"fractional id", `{"jsonrpc":"2.0","id":1.5,"method":"echo"}`, CodeInvalidRequest, "null"},
+		{"unknown member", `{"jsonrpc":"2.0","id":7,"method":"echo","extra":1}`, CodeInvalidRequest, "7"},
+		{"array params", `{"jsonrpc":"2.0","id":7,"method":"echo","params":[1]}`, CodeInvalidParams, "7"},
+		{"string params", `{"jsonrpc":"2.0","id":7,"method":"echo","params":"x"}`, CodeInvalidParams, "7"},
+		{"unknown field", `{"jsonrpc":"2.0","id":7,"method":"echo","params":{"txt":"a"}}`, CodeInvalidParams, "7"},
+		{"wrong type", `{"jsonrpc":"2.0","id":7,"method":"echo","params":{"count":"3"}}`, CodeInvalidParams, "7"},
+		{"unknown method", `{"jsonrpc":"2.0","id":"s","method":"nope"}`, CodeMethodNotFound, `"s"`},
+		{"handler panic", `{"jsonrpc":"2.0","id":8,"method":"panic"}`, CodeInternalError, "8"},
+	}
+	w, r := serve(t, FramingLine, 4096)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			io.WriteString(w, c.in+"\n")
+			rep := readReply(t, r)
+			if rep.Error == nil || rep.Error.Code != c.code || string(rep.ID) != c.id {
+				t.Fatalf("reply %+v (error %+v), want code %d id %s", rep, rep.Error, c.code, c.id)
+			}
+			io.WriteString(w, `{"jsonrpc":"2.0","id":99,"method":"echo","params":{"text":"still here"}}`+"\n")
+			if rep := readReply(t, r); rep.Error != nil || !strings.Contains(string(rep.Result), "still here") {
+				t.Fatalf("connection did not survive %s: %+v", c.name, rep)
+			}
+		})
+	}
+}
+
+func TestErrorsNameTheOffendingField(t *testing.T) {
+	w, r := serve(t, FramingLine, 4096)
+	io.WriteString(w, `{"jsonrpc":"2.0","id":1,"method":"echo","params":{"bogus":true}}`+"\n")
+	if rep := readReply(t, r); rep.Error == nil || !strings.Contains(rep.Error.Message, `"bogus"`) {
+		t.Fatalf("unknown field not named: %+v", rep.Error)
+	}
+	io.WriteString(w, `{"jsonrpc":"2.0","id":2,"method":"echo","params":{"count":"x"}}`+"\n")
+	if rep := readReply(t, r); rep.Error == nil || !strings.Contains(rep.Error.Message, `"count"`) {
+		t.Fatalf("mistyped field not named: %+v", rep.Error)
+	}
+}
+
+func TestOverlongLineIsSkippedAndAnswered(t *testing.T) {
+	w, r := serve(t, FramingLine, 1024)
+	go func() {
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"`+strings.Repeat("x", 1<<20)+`"}}`+"\n")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":2,"method":"echo","params":{"text":"after"}}`+"\n")
+	}()
+	if rep := readReply(t, r); rep.Error == nil || rep.Error.Code != CodeInvalidRequest || string(rep.ID) != "null" {
+		t.Fatalf("over-long line: %+v", rep)
+	}
+	if rep := readReply(t, r); string(rep.ID) != "2" || !strings.Contains(string(rep.Result), "after") {
+		t.Fatalf("next request after an over-long line: %+v", rep)
+	}
+}
+
+func TestNotificationsGetNoReply(t *testing.T) {
+	w, r := serve(t, FramingLine, 4096)
+	io.WriteString(w, `{"jsonrpc":"2.0","method":"echo","params":{"text":"n"}}`+"\n")
+	io.WriteString(w, `{"jsonrpc":"2.0","id":5,"method":"echo","params":{"text":"c"}}`+"\n")
+	if rep := readReply(t, r); string(rep.ID) != "5" {
+		t.Fatalf("first reply is %+v, want the call's (id 5): notifications get no reply", rep)
+	}
+}
+
+func TestHeaderFraming(t *testing.T) {
+	w, r := serve(t, FramingHeader, 4096)
+	body := `{"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"hdr"}}`
+	io.WriteString(w, "content-length: "+itoa(len(body))+"\r\nContent-Type: application/json\r\n\r\n"+body)
+	hdr, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(hdr, "Content-Length: ") {
+		t.Fatalf("reply header %q, %v", hdr, err)
+	}
+	if blank, _ := r.ReadString('\n'); blank != "\r\n" {
+		t.Fatalf("header block not ended by a blank line: %q", blank)
+	}
+	n := 0
+	for _, c := range strings.TrimSpace(strings.TrimPrefix(hdr, "Content-Length: ")) {
+		n = n*10 + int(c-'0')
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil || !strings.Contains(string(buf), "hdr") {
+		t.Fatalf("reply body %q, %v", buf, err)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
