@@ -15,6 +15,7 @@ type HelloResult struct {
 	Version  string   `json:"version"`
 	Protocol int      `json:"protocol"`
 	Pid      int      `json:"pid"`
+	Session  string   `json:"session"` // the PROCMGR_SESSION value of every tool
 	Features []string `json:"features"`
 }
 
