@@ -16,7 +16,7 @@ This module knows nothing of tools: see _manager.py for the API.
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import itertools
 import json
 import logging
@@ -101,10 +101,20 @@ class _Pending:
 
 
 def _dup_or_devnull(fd: int) -> int:
+    """A close-on-exec copy of ``fd`` numbered 3 or more (the sidecar refuses 0 and 1).
+
+    A host whose fd is closed hands over /dev/null instead.
+    """
     try:
-        return os.dup(fd)
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     except OSError:
-        return os.open(os.devnull, os.O_WRONLY)
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        if null >= 3:
+            return null
+        try:
+            return fcntl.fcntl(null, fcntl.F_DUPFD_CLOEXEC, 3)
+        finally:
+            os.close(null)
 
 
 def _describe_status(rc: Optional[int]) -> str:

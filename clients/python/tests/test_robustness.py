@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 import time
 import unittest
@@ -415,6 +416,13 @@ class OutputTest(unittest.TestCase):
         self.assertIn("TOOL-ERR-LINE\n", err)
         self.assertNotIn("TOOL-OUT-LINE", err)
         self.assertNotIn("not JSON", err)
+
+    def test_stdout_output_works_for_a_host_with_fd_0_closed(self):
+        # os.dup(1) would then return 0, which is no place to hand over stdout
+        res = support.run_host("import os\nos.close(0)\n" + textwrap.dedent(self.SCRIPT % "output_option.STDOUT"))
+        self.assertEqual(res.returncode, 0, res.stderr.decode())
+        self.assertIn("TOOL-OUT-LINE\n", res.stdout.decode())
+        self.assertIn("TOOL-ERR-LINE\n", res.stderr.decode())
 
     def test_discard_output_goes_nowhere(self):
         res = support.run_host(self.SCRIPT % "output_option.DISCARD")
