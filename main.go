@@ -44,6 +44,9 @@ func main() {
 	// before it has stopped the tools. Notify (not Ignore) so tools start with
 	// SIGPIPE at its default: an ignored signal would be inherited across exec.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	if len(os.Args) > 1 && os.Args[1] == watchdogFlag {
+		os.Exit(watchdogMain(os.Args[2:])) // the session watchdog (main_watchdog.go)
+	}
 	os.Exit(run())
 }
 
@@ -115,13 +118,14 @@ func run() int {
 		StopTimeout:   time.Duration(c.stopTimeout * float64(time.Second)),
 		InheritStdout: hostOut,
 		InheritStderr: hostErr,
-		OnExit:        func(in manager.Info) { srv.Notify("exited", api.ExitedNotification(in)) },
+		OnEvent:       func(ev manager.Event) { api.Notify(srv.Notify, ev) },
 		Logger:        log,
 		Cgroups:       !c.noCgroup,
 	})
 	if err != nil {
 		return fail(err)
 	}
+	defer startWatchdog(mgr, c, log)()
 	shutdownReplied := make(chan struct{})
 	api.Register(srv, mgr, api.Options{
 		Version:    version,
@@ -167,6 +171,9 @@ func features(mgr *manager.Manager) []string {
 	}
 	if mgr.CgroupDir() != "" {
 		f = append(f, "cgroup")
+	}
+	if mgr.WatchdogPid() != 0 {
+		f = append(f, "watchdog")
 	}
 	return f
 }

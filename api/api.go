@@ -24,6 +24,7 @@ const (
 	CodeNoSuchTag    = -32002
 	CodeSpawnFailed  = -32003
 	CodeShuttingDown = -32004
+	CodeNotReady     = -32005
 )
 
 // maxTimeout bounds every timeout a caller may pass, so no call can be made
@@ -65,12 +66,25 @@ func Register(srv *rpc.Server, m *manager.Manager, opts Options) {
 	rpc.Handle(srv, "wait", s.wait)
 	rpc.Handle(srv, "list", s.list)
 	rpc.Handle(srv, "shutdown", s.shutdown)
+	rpc.Handle(srv, "read_output", s.readOutput)
+	rpc.Handle(srv, "write_stdin", s.writeStdin)
 }
 
-// ExitedNotification is the params of the `exited` notification.
-func ExitedNotification(in manager.Info) any {
-	pi := toProcessInfo(in)
-	return exitedParams{Tag: pi.Tag, Pid: pi.Pid, ExitCode: pi.ExitCode, Signal: pi.Signal, Info: pi}
+// Notify sends the notifications an event makes: `state` for every event,
+// preceded by `exited` for an exit. notify must not block.
+func Notify(notify func(method string, params any), ev manager.Event) {
+	pi := toProcessInfo(ev.Info)
+	if ev.Kind == manager.EventExited {
+		notify("exited", exitedParams{Tag: pi.Tag, Pid: pi.Pid, ExitCode: pi.ExitCode, Signal: pi.Signal, Info: pi})
+	}
+	notify("state", stateParams{Tag: pi.Tag, State: ev.Kind, Seq: ev.Seq, Info: pi})
+}
+
+type stateParams struct {
+	Tag   string      `json:"tag"`
+	State string      `json:"state"`
+	Seq   uint64      `json:"seq"`
+	Info  processInfo `json:"info"`
 }
 
 type exitedParams struct {
@@ -88,12 +102,15 @@ type helloResult struct {
 	Pid      int      `json:"pid"`
 	Session  string   `json:"session"`
 	Features []string `json:"features"`
+	// WatchdogPid is the session watchdog's pid, absent when none runs.
+	WatchdogPid int `json:"watchdog_pid,omitempty"`
 }
 
 func (s *service) hello(context.Context, struct{}) (helloResult, error) {
 	return helloResult{
 		Name: "procmgr", Version: s.opts.Version, Protocol: Protocol,
 		Pid: os.Getpid(), Session: s.m.Session(), Features: s.opts.Features,
+		WatchdogPid: s.m.WatchdogPid(),
 	}, nil
 }
 
@@ -243,6 +260,8 @@ func toRPCError(err error, tag string) error {
 		return &rpc.Error{Code: CodeNoSuchTag, Message: err.Error(), Data: data}
 	case errors.Is(err, manager.ErrSpawn):
 		return &rpc.Error{Code: CodeSpawnFailed, Message: err.Error(), Data: data}
+	case errors.Is(err, manager.ErrNotReady):
+		return &rpc.Error{Code: CodeNotReady, Message: err.Error(), Data: data}
 	case errors.Is(err, manager.ErrShuttingDown):
 		return &rpc.Error{Code: CodeShuttingDown, Message: "shutting down: no new tools are started", Data: data}
 	case errors.Is(err, manager.ErrInvalid):

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -19,9 +20,81 @@ type createParams struct {
 	Stderr      *output            `json:"stderr"`
 	StopSignal  *signal            `json:"stop_signal"`
 	StopTimeout *seconds           `json:"stop_timeout"`
+	ClearEnv    bool               `json:"clear_env"` // start from an empty environment
+	Stdin       *string            `json:"stdin"`     // "null" (default) or "pipe"
+	Ready       *readyParams       `json:"ready"`
+	Restart     *restartParams     `json:"restart"`
 }
 
-func (s *service) create(_ context.Context, p createParams) (processInfo, error) {
+type readyParams struct {
+	Output  *string  `json:"output"` // a regular expression (RE2 syntax)
+	Path    string   `json:"path"`
+	TCP     string   `json:"tcp"`
+	Timeout *seconds `json:"timeout"`
+}
+
+type restartParams struct {
+	Policy      string   `json:"policy"`
+	MaxRestarts *int     `json:"max_restarts"`
+	Window      *seconds `json:"window"`
+	Backoff     *struct {
+		Initial *seconds `json:"initial"`
+		Max     *seconds `json:"max"`
+	} `json:"backoff"`
+}
+
+// defaultMaxRestarts applies when a restart policy names no max_restarts.
+const defaultMaxRestarts = 5
+
+func (p *readyParams) toSpec() (*manager.Readiness, error) {
+	r := &manager.Readiness{Path: p.Path, TCP: p.TCP}
+	if p.Output != nil {
+		re, err := regexp.Compile(*p.Output)
+		if err != nil {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: ready.output: %v", err)
+		}
+		r.Output = re
+	}
+	if p.Timeout != nil {
+		r.Timeout = p.Timeout.d
+	}
+	return r, nil
+}
+
+func (p *restartParams) toSpec() (manager.RestartPolicy, error) {
+	var r manager.RestartPolicy
+	switch p.Policy {
+	case "never", "":
+		r.When = manager.RestartNever
+	case "on-failure":
+		r.When = manager.RestartOnFailure
+	case "always":
+		r.When = manager.RestartAlways
+	default:
+		return r, rpc.Errorf(rpc.CodeInvalidParams, `invalid params: restart.policy must be "never", "on-failure" or "always", not %q`, p.Policy)
+	}
+	r.MaxRestarts = defaultMaxRestarts
+	if p.MaxRestarts != nil {
+		if *p.MaxRestarts < 0 {
+			return r, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: restart.max_restarts must not be negative")
+		}
+		r.MaxRestarts = *p.MaxRestarts
+	}
+	if p.Window != nil {
+		r.Window = p.Window.d
+	}
+	if b := p.Backoff; b != nil {
+		if b.Initial != nil {
+			r.InitialBackoff = b.Initial.d
+		}
+		if b.Max != nil {
+			r.MaxBackoff = b.Max.d
+		}
+	}
+	return r, nil
+}
+
+func (s *service) create(ctx context.Context, p createParams) (processInfo, error) {
 	tag, err := tagParams{p.Tag}.tag()
 	if err != nil {
 		return processInfo{}, err
@@ -30,7 +103,7 @@ func (s *service) create(_ context.Context, p createParams) (processInfo, error)
 		return processInfo{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: argv is required: a non-empty array of strings")
 	}
 	spec := manager.Spec{Tag: tag, Argv: p.Argv, Dir: p.Cwd}
-	inherit := p.InheritEnv == nil || *p.InheritEnv
+	inherit := (p.InheritEnv == nil || *p.InheritEnv) && !p.ClearEnv
 	spec.Env, err = buildEnv(inherit, s.opts.Environ, p.Env)
 	if err != nil {
 		return processInfo{}, err
@@ -47,7 +120,28 @@ func (s *service) create(_ context.Context, p createParams) (processInfo, error)
 	if p.StopTimeout != nil {
 		spec.StopTimeout = p.StopTimeout.d
 	}
-	in, err := s.m.Create(spec)
+	if p.Stdin != nil {
+		switch *p.Stdin {
+		case "null":
+		case "pipe":
+			spec.StdinPipe = true
+		default:
+			return processInfo{}, rpc.Errorf(rpc.CodeInvalidParams, `invalid params: stdin must be "null" or "pipe", not %q`, *p.Stdin)
+		}
+	}
+	if p.Ready != nil {
+		if spec.Ready, err = p.Ready.toSpec(); err != nil {
+			return processInfo{}, err
+		}
+	}
+	if p.Restart != nil {
+		if spec.Restart, err = p.Restart.toSpec(); err != nil {
+			return processInfo{}, err
+		}
+	}
+	// The connection's end must not abandon a readiness wait half way: the
+	// tool would be left half-created. Its own timeout bounds it.
+	in, err := s.m.Create(context.WithoutCancel(ctx), spec)
 	if err != nil {
 		return processInfo{}, toRPCError(err, tag)
 	}

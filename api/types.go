@@ -21,6 +21,7 @@ type processInfo struct {
 	Alive     bool     `json:"alive"`
 	ExitCode  *int     `json:"exit_code"`
 	Signal    *string  `json:"signal"`
+	Restarts  int      `json:"restarts"`
 	StartedAt string   `json:"started_at"`
 	ExitedAt  *string  `json:"exited_at"`
 }
@@ -28,7 +29,7 @@ type processInfo struct {
 func toProcessInfo(in manager.Info) processInfo {
 	pi := processInfo{
 		Tag: in.Tag, Argv: in.Argv, Pid: in.Pid, Pgid: in.Pgid,
-		State: string(in.State), Alive: in.Alive,
+		State: string(in.State), Alive: in.Alive, Restarts: in.Restarts,
 		StartedAt: in.StartedAt.UTC().Format(time.RFC3339Nano),
 	}
 	if in.Exited {
@@ -88,30 +89,55 @@ func (s *seconds) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// output decodes "discard" | "inherit" | "stdout" | {"file": path, "append": bool}.
+// output decodes "discard" | "inherit" | "stdout" | "capture" |
+// {"file": path, "append": bool} | {"capture": {"size", "file", "file_max_bytes", "file_backups"}}.
 type output struct{ o manager.Output }
+
+type captureOptions struct {
+	Size         int    `json:"size"`
+	File         string `json:"file"`
+	FileMaxBytes int64  `json:"file_max_bytes"`
+	FileBackups  *int   `json:"file_backups"`
+}
+
+// maxCaptureSize bounds one stream's ring.
+const maxCaptureSize = 256 << 20
 
 func (o *output) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && b[0] == '{' {
 		var f struct {
-			File   *string `json:"file"`
-			Append bool    `json:"append"`
+			File    *string         `json:"file"`
+			Append  bool            `json:"append"`
+			Capture *captureOptions `json:"capture"`
 		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&f); err != nil {
 			return fmt.Errorf("output object: %v", err)
 		}
-		if f.File == nil || *f.File == "" {
-			return fmt.Errorf(`output object needs "file": a path`)
+		switch {
+		case f.Capture != nil && f.File == nil && !f.Append:
+			c := f.Capture
+			if c.Size < 0 || c.Size > maxCaptureSize || c.FileMaxBytes < 0 || (c.FileBackups != nil && *c.FileBackups < 0) {
+				return fmt.Errorf("capture: size must be 0..%d and file settings non-negative", maxCaptureSize)
+			}
+			backups := 3
+			if c.FileBackups != nil {
+				backups = *c.FileBackups
+			}
+			o.o = manager.Output{Kind: manager.Captured, Capture: manager.Capture{
+				Size: c.Size, File: c.File, FileMaxBytes: c.FileMaxBytes, FileBackups: backups}}
+			return nil
+		case f.Capture == nil && f.File != nil && *f.File != "":
+			o.o = manager.Output{Kind: manager.File, Path: *f.File, Append: f.Append}
+			return nil
 		}
-		o.o = manager.Output{Kind: manager.File, Path: *f.File, Append: f.Append}
-		return nil
+		return fmt.Errorf(`output object needs either "file": a path, or "capture": {...}`)
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf(`output must be "discard", "inherit", "stdout" (stderr only) or {"file": path, "append": bool}`)
+		return fmt.Errorf(`output must be "discard", "inherit", "capture", "stdout" (stderr only) or an object`)
 	}
 	switch s {
 	case "discard":
@@ -120,8 +146,10 @@ func (o *output) UnmarshalJSON(b []byte) error {
 		o.o = manager.Output{Kind: manager.Inherit}
 	case "stdout":
 		o.o = manager.Output{Kind: manager.ToStdout}
+	case "capture":
+		o.o = manager.Output{Kind: manager.Captured, Capture: manager.Capture{FileBackups: 3}}
 	default:
-		return fmt.Errorf(`unknown output %q: want "discard", "inherit", "stdout" (stderr only) or {"file": path}`, s)
+		return fmt.Errorf(`unknown output %q: want "discard", "inherit", "capture", "stdout" (stderr only) or {"file": path}`, s)
 	}
 	return nil
 }

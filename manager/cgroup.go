@@ -50,19 +50,14 @@ func openCgroupSet(session string) (*cgroupSet, error) {
 // Dir is the session cgroup's path.
 func (s *cgroupSet) Dir() string { return s.dir }
 
-// newTool creates a tool's cgroup and returns it with an open directory fd
-// for SysProcAttr.CgroupFD; the caller closes the fd once the tool is forked.
-func (s *cgroupSet) newTool() (*toolCgroup, int, error) {
+// newTool creates a tool's cgroup. Every run of the tool is cloned into it
+// (see Manager.fork).
+func (s *cgroupSet) newTool() (*toolCgroup, error) {
 	dir := filepath.Join(s.dir, "tool-"+strconv.FormatInt(s.next.Add(1), 10))
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, -1, err
+		return nil, err
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		os.Remove(dir)
-		return nil, -1, err
-	}
-	return &toolCgroup{dir: dir}, fd, nil
+	return &toolCgroup{dir: dir}, nil
 }
 
 // remove deletes the session cgroup; it fails (harmlessly) while populated.

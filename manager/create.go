@@ -1,32 +1,36 @@
 package manager
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// Create starts a tool and returns once it has been exec'd. A tool that
-// cannot be started gives an error wrapping ErrSpawn with the OS reason, and
-// leaves the tag free. The tool leads its own process group, reads /dev/null,
-// inherits no descriptor but 0, 1 and 2, and carries PROCMGR_TAG and
-// PROCMGR_SESSION in its environment.
-func (m *Manager) Create(spec Spec) (Info, error) {
+// Create starts a tool and returns once it has been exec'd — and, when
+// spec.Ready is set, once it is ready. A tool that cannot be started gives an
+// error wrapping ErrSpawn with the OS reason, and leaves the tag free; one
+// that does not become ready in time (or exits first) is stopped and gives
+// ErrNotReady, and the tag is free again.
+//
+// The tool leads its own process group, inherits no descriptor but 0, 1 and
+// 2, and carries PROCMGR_TAG and PROCMGR_SESSION in its environment.
+func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	if err := spec.validate(); err != nil {
 		return Info{}, err
 	}
 	if err := m.reserve(spec.Tag); err != nil {
 		return Info{}, err
 	}
-	defer m.creating.Done()
-	t, err := m.start(spec)
+	t, err := m.newTool(spec)
+	if err == nil {
+		if err = m.startRun(t, true); err != nil {
+			t.discard()
+		}
+	}
 	m.mu.Lock()
 	if err != nil {
 		delete(m.tools, spec.Tag)
@@ -34,14 +38,25 @@ func (m *Manager) Create(spec Spec) (Info, error) {
 		m.tools[spec.Tag] = t
 	}
 	m.mu.Unlock()
+	m.creating.Done()
 	if err != nil {
 		return Info{}, err
 	}
-	m.log.Info("started", "tag", t.tag, "pid", t.pid, "argv", t.argv)
+	r := t.current()
+	m.log.Info("started", "tag", t.tag, "pid", r.pid, "argv", t.spec.Argv)
+	m.emit(EventStarted, t.info())
+	if spec.Ready != nil {
+		if err := m.awaitReady(ctx, t, r); err != nil {
+			m.Stop(context.WithoutCancel(ctx), t.tag, 0, 0)
+			return Info{}, fmt.Errorf("%w: %q %v", ErrNotReady, t.tag, err)
+		}
+		m.emit(EventReady, t.info())
+	}
 	return t.info(), nil
 }
 
-// reserve claims tag for a create in flight, so two creates cannot race for it.
+// reserve claims tag for a create in flight, so two creates cannot race for
+// it, and counts the create so Shutdown can wait for it.
 func (m *Manager) reserve(tag string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -56,10 +71,26 @@ func (m *Manager) reserve(tag string) error {
 	return nil
 }
 
-func (m *Manager) start(spec Spec) (*tool, error) {
-	env := toolEnv(spec.Env, spec.Tag, m.cfg.Session)
-	path, err := lookPath(spec.Argv[0], envValue(env, "PATH"), spec.Dir)
-	if err != nil {
+// newTool resolves everything that holds for every run of the tool.
+func (m *Manager) newTool(spec Spec) (*tool, error) {
+	t := &tool{
+		tag:         spec.Tag,
+		spec:        spec,
+		env:         toolEnv(spec.Env, spec.Tag, m.cfg.Session),
+		stopSignal:  spec.StopSignal,
+		stopTimeout: spec.StopTimeout,
+		settled:     make(chan struct{}),
+		state:       StateRunning,
+	}
+	t.spec.Argv = append([]string(nil), spec.Argv...)
+	if t.stopSignal == 0 {
+		t.stopSignal = syscall.SIGTERM
+	}
+	if t.stopTimeout == 0 {
+		t.stopTimeout = m.cfg.StopTimeout
+	}
+	var err error
+	if t.path, err = lookPath(spec.Argv[0], envValue(t.env, "PATH"), spec.Dir); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrSpawn, spec.Argv[0], err)
 	}
 	if spec.Dir != "" {
@@ -69,126 +100,37 @@ func (m *Manager) start(spec Spec) (*tool, error) {
 			return nil, fmt.Errorf("%w: cwd %s: not a directory", ErrSpawn, spec.Dir)
 		}
 	}
-	stdout, stderr, closeOutputs, err := m.openOutputs(spec)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSpawn, err)
+	if spec.Stdout.Kind == Captured {
+		if t.stdout, err = newCapture(spec.Stdout.Capture); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSpawn, err)
+		}
 	}
-	defer closeOutputs()
-
-	t := &tool{
-		tag:         spec.Tag,
-		argv:        append([]string(nil), spec.Argv...),
-		stopSignal:  spec.StopSignal,
-		stopTimeout: spec.StopTimeout,
-		state:       StateRunning,
-		exited:      make(chan struct{}),
+	if spec.Stderr.Kind == Captured {
+		if t.stderr, err = newCapture(spec.Stderr.Capture); err != nil {
+			t.discard()
+			return nil, fmt.Errorf("%w: %v", ErrSpawn, err)
+		}
 	}
-	if t.stopSignal == 0 {
-		t.stopSignal = syscall.SIGTERM
-	}
-	if t.stopTimeout == 0 {
-		t.stopTimeout = m.cfg.StopTimeout
-	}
-	attr := &syscall.ProcAttr{
-		Dir:   spec.Dir,
-		Env:   env,
-		Files: []uintptr{m.devnull.Fd(), stdout.Fd(), stderr.Fd()},
-	}
-	cgFD := -1
 	if m.cg != nil {
-		if tcg, fd, err := m.cg.newTool(); err == nil {
-			t.cg, cgFD = tcg, fd
-			defer unix.Close(fd)
-		} else {
-			m.log.Warn("no cgroup for tool; falling back to its process group", "tag", t.tag, "err", err)
+		if t.cg, err = m.cg.newTool(); err != nil {
+			m.log.Warn("no cgroup for tool; its process group and marks contain it", "tag", t.tag, "err", err)
+			t.cg = nil
 		}
-	}
-	err = m.fork(t, path, spec.Argv, attr, cgFD)
-	if err != nil && t.cg != nil && cloneIntoCgroupUnsupported(err) {
-		m.log.Warn("cannot clone into a cgroup; this tool runs without one", "tag", t.tag, "err", err)
-		t.cg.release()
-		t.cg = nil
-		err = m.fork(t, path, spec.Argv, attr, -1)
-	}
-	if err != nil {
-		if t.cg != nil {
-			t.cg.release()
-		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrSpawn, path, err)
 	}
 	return t, nil
 }
 
-// fork starts the tool on the spawner thread, tracked by the Monitor from
-// the instant it exists.
-func (m *Manager) fork(t *tool, path string, argv []string, attr *syscall.ProcAttr, cgroupFD int) error {
-	attr.Sys = host.toolAttr(cgroupFD)
-	var err error
-	m.spawner.do(func() {
-		_, err = m.mon.Track(func() (int, error) {
-			pid, err := syscall.ForkExec(path, argv, attr)
-			t.pid = pid
-			t.startedAt = time.Now()
-			return pid, err
-		}, func(e Exit) { m.cfg.OnExit(t.markExited(e)) })
-	})
-	return err
-}
-
-// cloneIntoCgroupUnsupported reports errors of clone3's CLONE_INTO_CGROUP
-// itself (old kernel, a cgroup that refuses members), as opposed to the
-// tool's exec failing.
-func cloneIntoCgroupUnsupported(err error) bool {
-	return errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP) ||
-		errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EINVAL)
-}
-
-// openOutputs resolves the stdout and stderr destinations. The returned
-// closer releases the sidecar's copies once the child holds its own.
-func (m *Manager) openOutputs(spec Spec) (stdout, stderr *os.File, closer func(), err error) {
-	var opened []*os.File
-	closer = func() {
-		for _, f := range opened {
-			f.Close()
-		}
+// discard releases what newTool acquired, for a tool that never ran.
+func (t *tool) discard() {
+	if t.stdout != nil {
+		t.stdout.close()
 	}
-	open := func(o Output, inherit *os.File) (*os.File, error) {
-		switch o.Kind {
-		case Inherit:
-			return inherit, nil
-		case File:
-			path := o.Path
-			if !filepath.IsAbs(path) && spec.Dir != "" {
-				path = filepath.Join(spec.Dir, path)
-			}
-			flags := os.O_WRONLY | os.O_CREATE
-			if o.Append {
-				flags |= os.O_APPEND
-			} else {
-				flags |= os.O_TRUNC
-			}
-			f, err := os.OpenFile(path, flags, 0o644)
-			if err != nil {
-				return nil, fmt.Errorf("output file %s: %v", path, unwrapPathErr(err))
-			}
-			opened = append(opened, f)
-			return f, nil
-		default:
-			return m.devnull, nil
-		}
+	if t.stderr != nil {
+		t.stderr.close()
 	}
-	if stdout, err = open(spec.Stdout, m.cfg.InheritStdout); err != nil {
-		closer()
-		return nil, nil, nil, err
+	if t.cg != nil {
+		t.cg.release()
 	}
-	if spec.Stderr.Kind == ToStdout {
-		return stdout, stdout, closer, nil
-	}
-	if stderr, err = open(spec.Stderr, m.cfg.InheritStderr); err != nil {
-		closer()
-		return nil, nil, nil, err
-	}
-	return stdout, stderr, closer, nil
 }
 
 // toolEnv returns env with PROCMGR_TAG and PROCMGR_SESSION set (replacing any
@@ -213,60 +155,13 @@ func envValue(env []string, name string) string {
 	return ""
 }
 
-// lookPath finds file like exec.LookPath, but in the tool's PATH rather than
-// the sidecar's. A name with a slash is taken as is (relative to dir).
-func lookPath(file, pathEnv, dir string) (string, error) {
-	if strings.Contains(file, "/") {
-		p := file
-		if !filepath.IsAbs(p) && dir != "" {
-			p = filepath.Join(dir, p)
-		}
-		if err := executable(p); err != nil {
-			return "", err
-		}
-		return file, nil
-	}
-	if pathEnv == "" {
-		pathEnv = "/usr/local/bin:/usr/bin:/bin"
-	}
-	var firstErr error
-	for _, d := range filepath.SplitList(pathEnv) {
-		if d == "" {
-			d = "."
-		}
-		p := filepath.Join(d, file)
-		err := executable(p)
-		if err == nil {
-			return p, nil
-		}
-		if firstErr == nil && !errors.Is(err, fs.ErrNotExist) {
-			firstErr = err
-		}
-	}
-	if firstErr != nil {
-		return "", firstErr
-	}
-	return "", errors.New("executable file not found in $PATH")
+// cloneIntoCgroupUnsupported reports errors of clone3's CLONE_INTO_CGROUP
+// itself (old kernel, a cgroup that refuses members), as opposed to the
+// tool's exec failing.
+func cloneIntoCgroupUnsupported(err error) bool {
+	return errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP) ||
+		errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EINVAL)
 }
 
-func executable(path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return unwrapPathErr(err)
-	}
-	if st.IsDir() {
-		return errors.New("is a directory")
-	}
-	if st.Mode()&0o111 == 0 {
-		return fs.ErrPermission
-	}
-	return nil
-}
-
-func unwrapPathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
+// readyPoll is how often a path or tcp readiness condition is probed.
+const readyPoll = 10 * time.Millisecond

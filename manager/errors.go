@@ -13,6 +13,9 @@ var (
 	ErrSpawn = errors.New("spawn failed")
 	// ErrShuttingDown: the manager is stopping every tool and takes no new work.
 	ErrShuttingDown = errors.New("shutting down")
+	// ErrNotReady: the tool did not become ready in time, or exited first; it
+	// was stopped and its tag is free.
+	ErrNotReady = errors.New("not ready")
 	// ErrInvalid: a request is malformed (bad tag, empty argv, unknown signal).
 	ErrInvalid = errors.New("invalid argument")
 )

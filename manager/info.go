@@ -12,6 +12,7 @@ const (
 	StateRunning  State = "running"  // the main process has not exited
 	StateStopping State = "stopping" // a stop is in progress
 	StateExited   State = "exited"   // the main process has exited (and any stop has finished)
+	StateFatal    State = "fatal"    // it kept failing: max_restarts were used up inside the window
 )
 
 // Info is a snapshot of one tool.
@@ -25,6 +26,7 @@ type Info struct {
 	Exited    bool // ExitCode, Signal and ExitedAt are meaningful
 	ExitCode  int  // -1 when killed by a signal
 	Signal    syscall.Signal
+	Restarts  int // how many times the restart policy started it again
 	StartedAt time.Time
 	ExitedAt  time.Time
 }

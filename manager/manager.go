@@ -21,10 +21,11 @@ type Config struct {
 	// InheritStdout and InheritStderr are where "inherit" output goes
 	// (the sidecar's own stderr if nil; never the protocol stream).
 	InheritStdout, InheritStderr *os.File
-	// OnExit is called once for every tool whose main process exits, whoever
-	// caused it, from the reaper: it must return at once (queue, never block).
-	OnExit func(Info)
-	Logger *slog.Logger
+	// OnEvent is called for every state change of every tool (an exit
+	// included, whoever caused it), in Seq order, sometimes from the reaper:
+	// it must return at once (queue, never block).
+	OnEvent func(Event)
+	Logger  *slog.Logger
 	// Cgroups asks for one cgroup v2 per tool where the hierarchy is writable
 	// (see cgroupSet); the manager falls back silently where it is not.
 	Cgroups bool
@@ -44,11 +45,18 @@ type Manager struct {
 	devnull *os.File
 	ownPgid int
 	cg      *cgroupSet // nil: process groups and environment attribution only
+	wd      watchdog   // the session watchdog (watchdog.go)
 
 	mu       sync.Mutex
 	tools    map[string]*tool // a nil value reserves a tag while its create is in flight
 	closing  bool
 	creating sync.WaitGroup // creates in flight; Shutdown waits for them
+
+	evMu sync.Mutex // numbers and delivers events in order
+	seq  uint64
+
+	ctx    context.Context // ends at Shutdown: background work (restart readiness) stops
+	cancel context.CancelFunc
 }
 
 // New readies the process to manage tools (on Linux it becomes a child
@@ -69,8 +77,8 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.InheritStderr == nil {
 		cfg.InheritStderr = os.Stderr
 	}
-	if cfg.OnExit == nil {
-		cfg.OnExit = func(Info) {}
+	if cfg.OnEvent == nil {
+		cfg.OnEvent = func(Event) {}
 	}
 	if err := host.prepare(); err != nil {
 		return nil, fmt.Errorf("prepare the sidecar process: %w", err)
@@ -86,7 +94,10 @@ func New(cfg Config) (*Manager, error) {
 			cg = nil
 		}
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
+		ctx:     ctx,
+		cancel:  cancel,
 		cg:      cg,
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -163,7 +174,8 @@ func (m *Manager) List() []Info {
 	return out
 }
 
-// Wait returns once the tool's main process has exited, or when ctx ends,
+// Wait returns once the tool has exited for good — its main process exited
+// and no restart will follow (or it is fatal, or stopped) — or when ctx ends,
 // with the snapshot as it then stands.
 func (m *Manager) Wait(ctx context.Context, tag string) (Info, error) {
 	t, err := m.lookup(tag)
@@ -171,7 +183,7 @@ func (m *Manager) Wait(ctx context.Context, tag string) (Info, error) {
 		return Info{}, err
 	}
 	select {
-	case <-t.exited:
+	case <-t.settled:
 	case <-ctx.Done():
 	}
 	return t.info(), nil
@@ -185,6 +197,6 @@ func (m *Manager) Signal(tag string, sig syscall.Signal) error {
 	if err != nil {
 		return err
 	}
-	m.signalTree(t, sig)
+	m.signalTree(t, t.current(), sig)
 	return nil
 }

@@ -30,9 +30,12 @@ func TestMain(m *testing.M) {
 		Session: fmt.Sprintf("unit-%d", os.Getpid()),
 		Cgroups: os.Getenv("PROCMGR_TEST_NO_CGROUP") == "",
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OnExit: func(in Info) {
+		OnEvent: func(ev Event) {
+			if ev.Kind != EventExited {
+				return
+			}
 			exitsMu.Lock()
-			exitsSeen[in.Pid]++
+			exitsSeen[ev.Info.Pid]++
 			exitsMu.Unlock()
 		},
 	})
@@ -66,14 +69,14 @@ func withMarker(t *testing.T, marker string) []string {
 func gone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
 
 func TestSpawnFailureNamesTheReasonAndFreesTheTag(t *testing.T) {
-	_, err := testMgr.Create(Spec{Tag: "missing", Argv: []string{"/nonexistent/tool"}})
+	_, err := testMgr.Create(context.Background(), Spec{Tag: "missing", Argv: []string{"/nonexistent/tool"}})
 	if !errors.Is(err, ErrSpawn) || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("err = %v, want ErrSpawn with the OS reason", err)
 	}
 	if testMgr.Running("missing") {
 		t.Fatal("a failed create left its tag in use")
 	}
-	_, err = testMgr.Create(Spec{Tag: "badcwd", Argv: []string{"true"}, Dir: "/nonexistent"})
+	_, err = testMgr.Create(context.Background(), Spec{Tag: "badcwd", Argv: []string{"true"}, Dir: "/nonexistent"})
 	if !errors.Is(err, ErrSpawn) || !strings.Contains(err.Error(), "cwd") {
 		t.Fatalf("err = %v, want ErrSpawn naming the cwd", err)
 	}
@@ -86,7 +89,7 @@ setsid sleep ` + marker + `1 &
 ( sleep ` + marker + `2 & ) 
 sleep ` + marker + `3 &
 wait`
-	in, err := testMgr.Create(Spec{Tag: "tree", Argv: []string{"sh", "-c", script}, StopTimeout: 200 * time.Millisecond})
+	in, err := testMgr.Create(context.Background(), Spec{Tag: "tree", Argv: []string{"sh", "-c", script}, StopTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +115,7 @@ wait`
 }
 
 func TestExitIsReportedOnceWithItsStatus(t *testing.T) {
-	in, err := testMgr.Create(Spec{Tag: "exit7", Argv: []string{"sh", "-c", "exit 7"}})
+	in, err := testMgr.Create(context.Background(), Spec{Tag: "exit7", Argv: []string{"sh", "-c", "exit 7"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +147,7 @@ func TestConcurrentCreatesOfOneTagAdmitExactlyOne(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := testMgr.Create(Spec{Tag: "race", Argv: []string{"sleep", "30"}})
+			_, err := testMgr.Create(context.Background(), Spec{Tag: "race", Argv: []string{"sleep", "30"}})
 			switch {
 			case err == nil:
 				ok.Add(1)
@@ -167,7 +170,7 @@ func TestConcurrentCreatesOfOneTagAdmitExactlyOne(t *testing.T) {
 }
 
 func TestConcurrentStopsShareOneResult(t *testing.T) {
-	in, err := testMgr.Create(Spec{Tag: "twice", Argv: []string{"sleep", "30"}})
+	in, err := testMgr.Create(context.Background(), Spec{Tag: "twice", Argv: []string{"sleep", "30"}})
 	if err != nil {
 		t.Fatal(err)
 	}

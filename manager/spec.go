@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -17,13 +18,15 @@ const (
 	Inherit                    // the host's own stream, as handed to the sidecar
 	File                       // a file, truncated or appended
 	ToStdout                   // stderr only: wherever stdout goes
+	Captured                   // kept in a ring (and optionally a rotated file), read with ReadOutput
 )
 
 // Output is one stream's destination.
 type Output struct {
-	Kind   OutputKind
-	Path   string // File only; relative paths are taken from the tool's Dir
-	Append bool   // File only
+	Kind    OutputKind
+	Path    string  // File only; relative paths are taken from the tool's Dir
+	Append  bool    // File only
+	Capture Capture // Captured only
 }
 
 // Spec describes a tool to start.
@@ -38,6 +41,41 @@ type Spec struct {
 	Stderr      Output
 	StopSignal  syscall.Signal // 0 = SIGTERM
 	StopTimeout time.Duration  // 0 = the manager's default
+	StdinPipe   bool           // stdin is a pipe fed by WriteStdin; else /dev/null
+	Ready       *Readiness     // nil: Create returns once the tool is exec'd
+	Restart     RestartPolicy
+}
+
+// Readiness is what Create waits for before it returns. Exactly one
+// condition is set.
+type Readiness struct {
+	Output  *regexp.Regexp // a line of captured stdout or stderr matches
+	Path    string         // this file exists
+	TCP     string         // host:port accepts a connection
+	Timeout time.Duration  // 0 = DefaultReadyTimeout
+}
+
+// DefaultReadyTimeout bounds a readiness wait that names no timeout.
+const DefaultReadyTimeout = 10 * time.Second
+
+// RestartWhen says which exits of the main process are followed by a restart.
+type RestartWhen int
+
+const (
+	RestartNever     RestartWhen = iota
+	RestartOnFailure             // a non-zero exit status or a killing signal
+	RestartAlways                // any exit not caused by Stop
+)
+
+// RestartPolicy brings a tool back after it exits, with exponential backoff
+// and jitter. When MaxRestarts restarts have happened inside Window, the next
+// exit makes the tool fatal instead.
+type RestartPolicy struct {
+	When           RestartWhen
+	MaxRestarts    int           // restarts allowed inside Window
+	Window         time.Duration // 0 = 60 s
+	InitialBackoff time.Duration // 0 = 0.5 s
+	MaxBackoff     time.Duration // 0 = 30 s
 }
 
 // MaxTagLen is the longest tag, in characters.
@@ -84,6 +122,23 @@ func (s *Spec) validate() error {
 	}
 	if s.Stdout.Kind == ToStdout {
 		return fmt.Errorf("%w: only stderr can go to stdout", ErrInvalid)
+	}
+	if r := s.Ready; r != nil {
+		set := 0
+		for _, b := range []bool{r.Output != nil, r.Path != "", r.TCP != ""} {
+			if b {
+				set++
+			}
+		}
+		if set != 1 {
+			return fmt.Errorf("%w: ready needs exactly one of output, path or tcp", ErrInvalid)
+		}
+		if r.Output != nil && s.Stdout.Kind != Captured && s.Stderr.Kind != Captured {
+			return fmt.Errorf("%w: ready.output needs stdout or stderr to be captured", ErrInvalid)
+		}
+	}
+	if p := s.Restart; p.MaxRestarts < 0 || p.Window < 0 || p.InitialBackoff < 0 || p.MaxBackoff < 0 {
+		return fmt.Errorf("%w: restart settings must not be negative", ErrInvalid)
 	}
 	return nil
 }

@@ -17,9 +17,10 @@ const killWait = 5 * time.Second
 // Stop sends sig (0: the tool's stop signal) to the tool's whole tree — its
 // process group and the members that left it — waits up to timeout (0: the
 // tool's stop timeout) for every member to exit, SIGKILLs whatever remains,
-// and returns when nothing of the tree remains. The tag is then free.
+// and returns when nothing of the tree remains. The tag is then free. A
+// pending restart is cancelled, and none starts after Stop began.
 //
-// Stopping a tool that already exited reaps what is left of its tree and
+// Stopping a tool that already exited kills what is left of its tree and
 // releases the tag. Concurrent stops of one tool share the first one's work
 // and result; ctx bounds only how long a second caller waits for it.
 func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, timeout time.Duration) (Info, error) {
@@ -40,10 +41,23 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 		return t.final, nil
 	}
 	t.stopDone = make(chan struct{})
+	if t.timer != nil {
+		t.timer.Stop()
+		t.timer = nil
+	}
 	if t.state == StateRunning {
 		t.state = StateStopping
 	}
+	stdin := t.stdin
+	t.stdin = nil
 	t.mu.Unlock()
+	if stdin != nil {
+		stdin.Close()
+	}
+	// A restart already past its check finishes its spawn first; then the
+	// current run is final.
+	t.runMu.Lock()
+	t.runMu.Unlock() //nolint:staticcheck // an empty critical section: wait for the spawn
 
 	if sig == 0 {
 		sig = t.stopSignal
@@ -52,12 +66,14 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 		timeout = t.stopTimeout
 	}
 	m.terminate(t, sig, timeout)
-
 	if t.cg != nil {
 		t.cg.release()
 	}
+	t.closeCaptures()
+
 	t.mu.Lock()
 	t.state = StateExited
+	t.settleLocked()
 	t.final = t.infoLocked()
 	final := t.final
 	t.mu.Unlock()
@@ -67,7 +83,8 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 	}
 	m.mu.Unlock()
 	close(t.stopDone)
-	m.log.Info("stopped", "tag", tag, "pid", t.pid, "exit_code", final.ExitCode, "signal", SignalName(final.Signal))
+	m.log.Info("stopped", "tag", tag, "pid", final.Pid, "exit_code", final.ExitCode, "signal", SignalName(final.Signal))
+	m.emit(EventStopped, final)
 	return final, nil
 }
 
@@ -76,37 +93,38 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 // it stops) get the stop signal once each, since a second SIGTERM can re-enter
 // a tool's handler; in the kill phase every round SIGKILLs whatever is found.
 func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
+	r := t.current()
 	signalled := make(map[int]bool)
-	for _, e := range m.signalTree(t, sig) {
+	for _, e := range m.signalTree(t, r, sig) {
 		signalled[e.pid] = true
 	}
 	latecomers := func() {
-		for _, e := range m.membersOf(t) {
+		for _, e := range m.membersOf(t, r) {
 			if !signalled[e.pid] {
 				signalled[e.pid] = true
 				m.killPid(e.pid, sig)
 			}
 		}
 	}
-	if m.awaitGone(t, time.Now().Add(grace), latecomers) {
+	if m.awaitGone(t, r, time.Now().Add(grace), latecomers) {
 		return
 	}
-	m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", t.pid)
-	kill := func() { m.signalTree(t, syscall.SIGKILL) }
+	m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", r.pid)
+	kill := func() { m.signalTree(t, r, syscall.SIGKILL) }
 	kill()
-	if !m.awaitGone(t, time.Now().Add(killWait), kill) {
-		m.log.Error("members survive SIGKILL", "tag", t.tag, "members", len(m.membersOf(t)))
+	if !m.awaitGone(t, r, time.Now().Add(killWait), kill) {
+		m.log.Error("members survive SIGKILL", "tag", t.tag, "members", len(m.membersOf(t, r)))
 	}
 }
 
 // awaitGone polls, with a short backoff, until the main process is reaped and
 // no member remains, or the deadline passes. each runs between polls.
-func (m *Manager) awaitGone(t *tool, deadline time.Time, each func()) bool {
+func (m *Manager) awaitGone(t *tool, r *run, deadline time.Time, each func()) bool {
 	pause := 500 * time.Microsecond
 	for {
 		select {
-		case <-t.exited:
-			if len(m.membersOf(t)) == 0 {
+		case <-r.exited:
+			if len(m.membersOf(t, r)) == 0 {
 				return true
 			}
 		default:
@@ -117,7 +135,7 @@ func (m *Manager) awaitGone(t *tool, deadline time.Time, each func()) bool {
 		}
 		timer := time.NewTimer(min(pause, left))
 		select {
-		case <-t.exited:
+		case <-r.exited:
 		case <-timer.C:
 		}
 		timer.Stop()
@@ -131,21 +149,21 @@ func (m *Manager) awaitGone(t *tool, deadline time.Time, each func()) bool {
 //
 // The group is signalled only while its leader is unreaped or members were
 // just seen in it: a group id is not recycled while either holds.
-func (m *Manager) signalTree(t *tool, sig syscall.Signal) []procEntry {
-	members := m.membersOf(t)
+func (m *Manager) signalTree(t *tool, r *run, sig syscall.Signal) []procEntry {
+	members := m.membersOf(t, r)
 	if sig == syscall.SIGKILL && t.cg != nil {
 		t.cg.kill()
 	}
 	m.mon.WithTracked(func(tracked func(int) bool) {
-		groupLive := tracked(t.pid)
+		groupLive := tracked(r.pid)
 		for _, e := range members {
-			groupLive = groupLive || e.pgid == t.pid
+			groupLive = groupLive || e.pgid == r.pid
 		}
 		if groupLive {
-			m.killGroup(t.pid, sig)
+			m.killGroup(r.pid, sig)
 		}
 		for _, e := range members {
-			if e.pgid != t.pid {
+			if e.pgid != r.pid {
 				m.killPid(e.pid, sig)
 			}
 		}
@@ -153,12 +171,12 @@ func (m *Manager) signalTree(t *tool, sig syscall.Signal) []procEntry {
 	return members
 }
 
-// membersOf lists the tool's live processes: its process group, the
+// membersOf lists the tool's live processes: the current run's process group, the
 // processes carrying its mark, and (in cgroup mode) its cgroup's members,
 // which no descendant can leave. A cgroup member unknown to the snapshot has
 // pgid -1: it is signalled by pid.
-func (m *Manager) membersOf(t *tool) []procEntry {
-	members := m.procs.membersOf(t.pid, t.tag)
+func (m *Manager) membersOf(t *tool, r *run) []procEntry {
+	members := m.procs.membersOf(r.pid, t.tag)
 	if t.cg == nil {
 		return members
 	}
@@ -236,6 +254,7 @@ func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 	case <-done:
 	case <-ctx.Done():
 	}
+	m.cancel()
 	m.sweep()
 	if m.cg != nil {
 		m.cg.remove()

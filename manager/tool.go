@@ -1,42 +1,77 @@
 package manager
 
 import (
+	"context"
+	"os"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// tool is one started tool. pid and the fields above mu never change after
-// the spawn; the rest is guarded by mu.
+// tool is one tag's tool across its restarts. The fields above mu never
+// change after Create; the rest is guarded by mu.
 type tool struct {
 	tag         string
-	argv        []string
-	pid         int // also the process-group id: a tool leads its own group
+	spec        Spec
+	path        string   // resolved executable
+	env         []string // with the PROCMGR marks
 	stopSignal  syscall.Signal
 	stopTimeout time.Duration
-	startedAt   time.Time
-	cg          *toolCgroup   // nil without cgroup mode
-	exited      chan struct{} // closed when the main process has been reaped
+	cg          *toolCgroup // one cgroup for every run; nil without cgroup mode
+	stdout      *capture    // nil unless stdout is captured
+	stderr      *capture    // nil unless stderr is captured on its own
+	settled     chan struct{}
 
-	mu       sync.Mutex
-	state    State
-	exit     Exit
-	reaped   bool
-	stopDone chan struct{} // non-nil once a stop began; closed when it ended
-	final    Info          // the snapshot a finished stop returned
+	runMu sync.Mutex // held while a restart starts a run; Stop waits for it
+
+	mu        sync.Mutex
+	run       *run // the current (or last) run of the main process
+	state     State
+	restarts  int         // restarts so far
+	recent    []time.Time // restart times inside the policy window
+	timer     *time.Timer // a pending restart
+	stdin     *os.File    // write end of the current run's stdin pipe
+	stopDone  chan struct{}
+	final     Info
+	isSettled bool
 }
 
-// markExited is the tool's Monitor callback: called once, from the reaper.
-func (t *tool) markExited(e Exit) Info {
+// run is one start of the tool's main process.
+type run struct {
+	pid       int // also its process-group id: each run leads its own group
+	startedAt time.Time
+	exited    chan struct{} // closed when the process has been reaped
+	exit      Exit          // valid once exited is closed; guarded by tool.mu
+	reaped    bool          // guarded by tool.mu
+}
+
+// closeCaptures waits briefly for the pumps to drain (the tree is gone, so
+// every write end is closed) and closes the capture files.
+func (t *tool) closeCaptures() {
+	for _, c := range []*capture{t.stdout, t.stderr} {
+		if c == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.waitEOF(ctx)
+		cancel()
+		c.close()
+	}
+}
+
+func (t *tool) current() *run {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.exit = e
-	t.reaped = true
-	if t.state == StateRunning {
-		t.state = StateExited
+	return t.run
+}
+
+// settleLocked marks the tool as done for good: no run is alive and none
+// will start (no restart pending, or it is fatal, or stopped).
+func (t *tool) settleLocked() {
+	if !t.isSettled {
+		t.isSettled = true
+		close(t.settled)
 	}
-	close(t.exited)
-	return t.infoLocked()
 }
 
 func (t *tool) info() Info {
@@ -46,20 +81,22 @@ func (t *tool) info() Info {
 }
 
 func (t *tool) infoLocked() Info {
+	r := t.run
 	in := Info{
 		Tag:       t.tag,
-		Argv:      t.argv,
-		Pid:       t.pid,
-		Pgid:      t.pid,
+		Argv:      t.spec.Argv,
+		Pid:       r.pid,
+		Pgid:      r.pid,
 		State:     t.state,
-		Alive:     !t.reaped,
-		StartedAt: t.startedAt,
+		Alive:     !r.reaped,
+		Restarts:  t.restarts,
+		StartedAt: r.startedAt,
 	}
-	if t.reaped {
+	if r.reaped {
 		in.Exited = true
-		in.ExitCode = t.exit.Code
-		in.Signal = t.exit.Signal
-		in.ExitedAt = t.exit.At
+		in.ExitCode = r.exit.Code
+		in.Signal = r.exit.Signal
+		in.ExitedAt = r.exit.At
 	}
 	return in
 }

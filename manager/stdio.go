@@ -1,0 +1,119 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// stdinWriteWait bounds one WriteStdin: a tool that does not read its stdin
+// fills the pipe, and the caller is told how much was written instead of the
+// sidecar blocking.
+const stdinWriteWait = 10 * time.Millisecond
+
+// MaxReadOutput bounds one ReadOutput reply.
+const MaxReadOutput = 4 << 20
+
+// ReadOutput returns up to max bytes of a captured stream ("stdout" or
+// "stderr") from offset (negative: the oldest byte kept). With wait > 0 it
+// first waits that long for output beyond offset (or EOF), without polling.
+func (m *Manager) ReadOutput(ctx context.Context, tag, stream string, offset int64, max int, wait time.Duration) (Chunk, error) {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return Chunk{}, err
+	}
+	c, err := t.captureOf(stream)
+	if err != nil {
+		return Chunk{}, err
+	}
+	if max <= 0 || max > MaxReadOutput {
+		max = MaxReadOutput
+	}
+	if wait > 0 {
+		from := offset
+		if from < 0 {
+			from = c.read(-1, 0).Start
+		}
+		ctx, cancel := context.WithTimeout(ctx, wait)
+		c.wait(ctx, from)
+		cancel()
+	}
+	return c.read(offset, max), nil
+}
+
+// WaitOutput waits, up to wait, for output beyond offset or EOF.
+func (m *Manager) WaitOutput(ctx context.Context, tag, stream string, offset int64, wait time.Duration) error {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return err
+	}
+	c, err := t.captureOf(stream)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	c.wait(ctx, offset)
+	return nil
+}
+
+func (t *tool) captureOf(stream string) (*capture, error) {
+	var c *capture
+	switch stream {
+	case "stdout":
+		c = t.stdout
+	case "stderr":
+		c = t.stderr
+		if c == nil && t.spec.Stderr.Kind == ToStdout && t.stdout != nil {
+			return nil, fmt.Errorf("%w: stderr of %q goes to its stdout: read stdout", ErrInvalid, t.tag)
+		}
+	default:
+		return nil, fmt.Errorf("%w: stream must be \"stdout\" or \"stderr\"", ErrInvalid)
+	}
+	if c == nil {
+		return nil, fmt.Errorf("%w: %s of %q is not captured (create it with %s: \"capture\")", ErrInvalid, stream, t.tag, stream)
+	}
+	return c, nil
+}
+
+// ErrStdinClosed: the tool's stdin is not a pipe, or was closed with eof.
+var ErrStdinClosed = errors.New("stdin is not an open pipe")
+
+// WriteStdin writes data to the tool's stdin pipe, waiting at most
+// stdinWriteWait for room, and returns how many bytes went in. With eof the
+// pipe is then closed, and the tool reads end-of-file.
+func (m *Manager) WriteStdin(tag string, data []byte, eof bool) (int, error) {
+	t, err := m.lookup(tag)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	w := t.stdin
+	if eof {
+		t.stdin = nil
+	}
+	t.mu.Unlock()
+	if w == nil {
+		if !t.spec.StdinPipe {
+			return 0, fmt.Errorf("%w: %w: %q was created with stdin \"null\"", ErrInvalid, ErrStdinClosed, tag)
+		}
+		return 0, fmt.Errorf("%w: %w: stdin of %q was closed", ErrInvalid, ErrStdinClosed, tag)
+	}
+	n := 0
+	if len(data) > 0 {
+		w.SetWriteDeadline(time.Now().Add(stdinWriteWait))
+		n, err = w.Write(data)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = nil // the pipe is full: n bytes went in
+		}
+	}
+	if eof {
+		w.Close()
+	}
+	if err != nil {
+		return n, fmt.Errorf("write stdin of %q: %w", tag, err)
+	}
+	return n, nil
+}

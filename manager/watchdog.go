@@ -1,0 +1,405 @@
+package manager
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The session watchdog covers the one death the sidecar cannot handle itself:
+// its own SIGKILL (or OOM kill). Its direct tools die then by their
+// parent-death signal, but their descendants (setsid escapers, double-forked
+// daemons, grandchildren) do not. One small watchdog process per session — the
+// same binary, started with --watchdog — waits for the sidecar to die and then
+// kills what is left of the session.
+//
+// It is started on the spawner thread (its parent-death signal is tied to the
+// sidecar, like a tool's), in a session and process group of its own (a kill
+// of the host's or the sidecar's group does not take it), with its stdin the
+// read end of a pipe whose write end only the sidecar holds, and without
+// PROCMGR_SESSION or PROCMGR_TAG in its environment (no sweep, ours or an
+// outer session's, takes it for a tool).
+//
+// It keeps no state per tool: it knows the session id, the sidecar's pid and
+// the session cgroup, and while idle it is blocked in read(2) and poll(2).
+// When it wakes it kills, round after round until none remain (at most
+// killWait): every process of the session cgroup tree, every process whose
+// environment carries PROCMGR_SESSION=<session>, and — when the sidecar leads
+// its own session, as the clients start it — every process of that session.
+// Then it removes the session cgroup and exits.
+//
+// Wake-ups: EOF on stdin (the sidecar is gone, or closed the pipe); a quit
+// byte on stdin (the sidecar exits normally and asks for a last sweep); the
+// parent-death signal (checked against getppid); and on Linux a pidfd of the
+// sidecar. Where a pidfd is open, EOF alone is only a hint: the sweep waits
+// until the sidecar really exited, so a pipe closed by mistake can never make
+// the watchdog kill the tools of a live sidecar.
+
+// watchdogQuit is the byte the sidecar writes before closing the pipe on a
+// normal exit: sweep now, the sidecar is done with its tools.
+const watchdogQuit = 'q'
+
+// watchdogRestarts bounds how often a sidecar restarts a watchdog that died.
+const watchdogRestarts = 5
+
+// watchdog is the sidecar's handle on its session watchdog.
+type watchdog struct {
+	mu       sync.Mutex
+	exe      string
+	args     []string
+	pid      int      // 0 when none runs
+	pipe     *os.File // write end; EOF on the other side is the sidecar's death
+	exited   chan struct{}
+	closing  bool
+	restarts int
+}
+
+// StartWatchdog starts the session watchdog: exe (empty: this very binary)
+// run as `exe --watchdog --session ID --sidecar-pid PID [--cgroup DIR] args...`,
+// which must end up in RunWatchdog. The Monitor reaps it; should it die while
+// the sidecar lives, it is logged and restarted (a few times).
+func (m *Manager) StartWatchdog(exe string, args ...string) error {
+	if exe == "" {
+		exe = selfExe()
+	}
+	w := &m.wd
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pid != 0 {
+		return errors.New("watchdog already running")
+	}
+	w.exe = exe
+	w.args = append([]string{
+		"--watchdog", "--session", m.cfg.Session,
+		"--sidecar-pid", fmt.Sprint(os.Getpid()),
+	}, args...)
+	if dir := m.CgroupDir(); dir != "" {
+		w.args = append(w.args, "--cgroup", dir)
+	}
+	return m.spawnWatchdogLocked()
+}
+
+// spawnWatchdogLocked forks the watchdog on the spawner thread. w.mu is held.
+func (m *Manager) spawnWatchdogLocked() error {
+	w := &m.wd
+	r, wr, err := os.Pipe() // both ends close-on-exec
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	attr := &syscall.ProcAttr{
+		Env:   watchdogEnv(os.Environ()),
+		Files: []uintptr{r.Fd(), m.devnull.Fd(), os.Stderr.Fd()},
+		Sys:   watchdogAttr(),
+	}
+	argv := append([]string{w.exe}, w.args...)
+	exited := make(chan struct{})
+	var pid int
+	m.spawner.do(func() {
+		pid, err = m.mon.Track(func() (int, error) {
+			return syscall.ForkExec(w.exe, argv, attr)
+		}, func(e Exit) {
+			close(exited)
+			go m.watchdogExited(e)
+		})
+	})
+	if err != nil {
+		wr.Close()
+		return fmt.Errorf("start watchdog %s: %w", w.exe, err)
+	}
+	w.pid, w.pipe, w.exited = pid, wr, exited
+	m.log.Info("session watchdog started", "pid", pid)
+	return nil
+}
+
+// watchdogExited runs (off the reaper) when the watchdog process was reaped.
+func (m *Manager) watchdogExited(e Exit) {
+	w := &m.wd
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pid != e.Pid {
+		return
+	}
+	w.pid = 0
+	w.pipe.Close()
+	if w.closing {
+		return
+	}
+	m.log.Error("session watchdog died; descendants of tools are not covered against a SIGKILL of the sidecar until it is back",
+		"pid", e.Pid, "exit_code", e.Code, "signal", SignalName(e.Signal), "restarts", w.restarts)
+	if w.restarts >= watchdogRestarts {
+		m.log.Error("session watchdog not restarted: it died too often")
+		return
+	}
+	w.restarts++
+	pause := time.Duration(w.restarts) * 100 * time.Millisecond
+	w.mu.Unlock()
+	time.Sleep(pause) // a watchdog that dies at once must not make us spin
+	w.mu.Lock()
+	if w.closing || w.pid != 0 {
+		return
+	}
+	if err := m.spawnWatchdogLocked(); err != nil {
+		m.log.Error("session watchdog not restarted", "err", err)
+	}
+}
+
+// WatchdogPid is the pid of the running session watchdog, or 0.
+func (m *Manager) WatchdogPid() int {
+	m.wd.mu.Lock()
+	defer m.wd.mu.Unlock()
+	return m.wd.pid
+}
+
+// CloseWatchdog ends the watchdog on a normal exit of the sidecar: it asks for
+// a last sweep (which finds nothing once every tool was stopped) and waits up
+// to timeout for the watchdog to exit, so that the sidecar reaps it.
+func (m *Manager) CloseWatchdog(timeout time.Duration) {
+	w := &m.wd
+	w.mu.Lock()
+	w.closing = true
+	pid, pipe, exited := w.pid, w.pipe, w.exited
+	w.mu.Unlock()
+	if pid == 0 {
+		return
+	}
+	pipe.Write([]byte{watchdogQuit})
+	pipe.Close()
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		m.log.Warn("session watchdog still sweeping; leaving it", "pid", pid)
+	}
+}
+
+// watchdogEnv is the sidecar's environment without the marks of a tool, so
+// that no sweep (this session's or an outer one's) takes the watchdog for one.
+func watchdogEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if strings.HasPrefix(kv, EnvSession+"=") || strings.HasPrefix(kv, EnvTag+"=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// WatchdogConfig is what the watchdog process is told on its command line.
+type WatchdogConfig struct {
+	Session    string // PROCMGR_SESSION value of the tools
+	SidecarPid int    // the sidecar: our parent
+	Cgroup     string // the session cgroup, "" without cgroup mode
+	Logger     *slog.Logger
+}
+
+// RunWatchdog is the body of `procmgr --watchdog`: it waits for the sidecar
+// to end, sweeps the session and returns the exit code.
+func RunWatchdog(cfg WatchdogConfig, stdin *os.File) int {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "watchdog", "session", cfg.Session)
+	if cfg.Session == "" || cfg.SidecarPid <= 1 {
+		log.Error("watchdog needs --session and --sidecar-pid")
+		return 2
+	}
+	// A container or service stop signals everyone; the watchdog outlives the
+	// sidecar's graceful shutdown and sweeps after it.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	deathSig := make(chan os.Signal, 1)
+	signal.Notify(deathSig, watchdogDeathSignal)
+
+	s := newSweeper(cfg, log)
+	reason := s.await(stdin, deathSig)
+	log.Debug("sweeping the session", "reason", reason)
+	start := time.Now()
+	killed, left := s.sweep()
+	if cfg.Cgroup != "" {
+		removeCgroupTree(cfg.Cgroup)
+	}
+	switch {
+	case len(left) > 0:
+		log.Error("session processes survive SIGKILL", "pids", left, "reason", reason)
+		return 1
+	case killed > 0:
+		log.Info("sidecar gone: killed what was left of the session", "reason", reason,
+			"killed", killed, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return 0
+}
+
+// sweeper finds and kills the processes of one session.
+type sweeper struct {
+	cfg          WatchdogConfig
+	log          *slog.Logger
+	self         int
+	sidecarStart uint64 // start time of the sidecar, to tell a recycled pid apart
+	bySid        bool   // the sidecar leads its own session: its members are ours
+	exit         <-chan struct{}
+}
+
+func newSweeper(cfg WatchdogConfig, log *slog.Logger) *sweeper {
+	s := &sweeper{cfg: cfg, log: log, self: os.Getpid()}
+	if os.Getppid() != cfg.SidecarPid {
+		return s // the sidecar is gone already (or was never our parent): sweep by mark only
+	}
+	if entries, err := host.processes(); err == nil {
+		for _, e := range entries {
+			if e.pid == cfg.SidecarPid {
+				s.sidecarStart = e.start
+			}
+		}
+	}
+	if sid, err := unix.Getsid(cfg.SidecarPid); err == nil && sid == cfg.SidecarPid && s.sidecarStart != 0 {
+		s.bySid = true
+	}
+	s.exit = watchExit(cfg.SidecarPid, log)
+	if os.Getppid() != cfg.SidecarPid { // it died while we looked: the pidfd may name another process
+		s.exit = nil
+	}
+	return s
+}
+
+// await blocks until the sidecar is gone or asks for the final sweep, and
+// says why.
+func (s *sweeper) await(stdin *os.File, deathSig <-chan os.Signal) string {
+	if os.Getppid() != s.cfg.SidecarPid {
+		return "sidecar gone before the watchdog started"
+	}
+	pipe := make(chan string, 1)
+	go func() {
+		b := make([]byte, 1)
+		for {
+			n, err := stdin.Read(b)
+			if n == 1 && b[0] == watchdogQuit {
+				pipe <- "quit"
+				return
+			}
+			if err != nil {
+				pipe <- "eof"
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case r := <-pipe:
+			if r == "quit" || s.exit == nil {
+				return "stdin " + r
+			}
+			// EOF with a pidfd open: the sidecar is exiting or closed the
+			// pipe by mistake. Sweep only once it really exited.
+			pipe = nil
+		case <-s.exit:
+			return "sidecar exited"
+		case <-deathSig:
+			if os.Getppid() != s.cfg.SidecarPid {
+				return "parent-death signal"
+			}
+		}
+	}
+}
+
+// sweep kills the session round after round until a round finds nothing or
+// killWait passes. It returns how many processes it signalled and the pids
+// still there at the end.
+func (s *sweeper) sweep() (killed int, left []int) {
+	deadline := time.Now().Add(killWait)
+	pause := time.Millisecond
+	seen := map[int]bool{}
+	for {
+		found := s.round()
+		for _, pid := range found {
+			seen[pid] = true
+		}
+		if len(found) == 0 {
+			return len(seen), nil
+		}
+		if time.Now().After(deadline) {
+			return len(seen), found
+		}
+		time.Sleep(pause)
+		pause = min(pause*2, 20*time.Millisecond)
+	}
+}
+
+// round SIGKILLs every live process of the session once and returns their
+// pids (a process may be listed twice).
+func (s *sweeper) round() []int {
+	var found []int
+	if s.cfg.Cgroup != "" {
+		KillCgroupTree(s.cfg.Cgroup)
+		found = append(found, cgroupTreePids(s.cfg.Cgroup)...)
+	}
+	entries, err := host.processes()
+	if err != nil {
+		s.log.Warn("cannot list processes", "err", err)
+		return found
+	}
+	bySid := s.bySid
+	for _, e := range entries {
+		if e.pid == s.cfg.SidecarPid && e.start != s.sidecarStart {
+			// The sidecar's pid names another process now, so no process is
+			// left in the sidecar's session (the kernel does not recycle a pid
+			// still in use as a session id): sid matching would hit strangers.
+			bySid = false
+		}
+	}
+	for _, e := range entries {
+		if e.zombie || e.pid <= 1 || e.pid == s.self || e.pid == s.cfg.SidecarPid {
+			continue
+		}
+		if !s.member(e.pid, bySid) {
+			continue
+		}
+		if err := unix.Kill(e.pid, unix.SIGKILL); err == nil {
+			found = append(found, e.pid)
+		}
+	}
+	return found
+}
+
+// member reports whether pid belongs to the session: it carries its mark, or
+// (bySid) it is in the session the sidecar led.
+func (s *sweeper) member(pid int, bySid bool) bool {
+	if bySid {
+		if sid, err := unix.Getsid(pid); err == nil && sid == s.cfg.SidecarPid {
+			return true
+		}
+	}
+	env, err := host.environ(pid)
+	if err != nil {
+		return false
+	}
+	want := []byte(EnvSession + "=" + s.cfg.Session)
+	for _, kv := range bytes.Split(env, []byte{0}) {
+		if bytes.Equal(kv, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// cgroupTreePids lists the processes of dir and of its child cgroups.
+func cgroupTreePids(dir string) []int {
+	pids := readPids(filepath.Join(dir, "cgroup.procs"))
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			pids = append(pids, cgroupTreePids(filepath.Join(dir, e.Name()))...)
+		}
+	}
+	return pids
+}
