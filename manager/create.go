@@ -44,7 +44,6 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	}
 	r := t.current()
 	m.log.Info("started", "tag", t.tag, "pid", r.pid, "argv", t.spec.Argv)
-	m.emit(EventStarted, t.info())
 	if spec.Ready != nil {
 		if err := m.awaitReady(ctx, t, r); err != nil {
 			m.Stop(context.WithoutCancel(ctx), t.tag, 0, 0)

@@ -118,7 +118,6 @@ func (m *Manager) restart(t *tool) {
 	}
 	r := t.current()
 	m.log.Info("restarted", "tag", t.tag, "pid", r.pid, "restarts", t.info().Restarts)
-	m.emit(EventStarted, t.info())
 	if t.spec.Ready != nil {
 		go func() {
 			if err := m.awaitReady(m.ctx, t, r); err == nil {

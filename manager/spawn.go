@@ -77,7 +77,11 @@ func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr, intoCgroup bool)
 			if t.stopDone == nil {
 				t.state = StateRunning
 			}
+			in := t.infoLocked()
 			t.mu.Unlock()
+			// Still under the Monitor's lock: no reap of this run, and so no
+			// "exited" event, can come before "started".
+			m.emit(EventStarted, in)
 			return pid, nil
 		}, func(e Exit) { m.onRunExit(t, r, e) })
 	})
