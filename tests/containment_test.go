@@ -435,3 +435,71 @@ func TestClosedStdoutDoesNotKillSidecarWithSIGPIPE(t *testing.T) {
 	}
 	assertGoneNow(t, "keeper when the sidecar exited", []procID{keeper})
 }
+
+func TestStopKillsDescendantThatLeftTheGroup(t *testing.T) {
+	t.Parallel()
+	// docs/protocol.md: stop also takes descendants that left the group but
+	// carry the tool's PROCMGR_TAG/PROCMGR_SESSION.
+	sc := startSidecar(t)
+	info := sc.create(client.CreateParams{Tag: "escaper", Argv: sh("setsid /bin/sleep 1000 & wait")})
+	mark := ""
+	var escaped procID
+	end := time.Now().Add(10 * time.Second)
+	for escaped.Pid == 0 {
+		for _, pid := range allPids() {
+			env, err := environ(pid)
+			if err != nil || env["PROCMGR_TAG"] != "escaper" || env[envSidecar] != sc.mark {
+				continue
+			}
+			if st, err := readStat(pid); err == nil && st.Pgid != info.Pgid && st.Comm == "sleep" {
+				escaped = mustIdentifyOrZero(pid)
+				mark = env["PROCMGR_SESSION"]
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatal("the setsid'd sleep did not appear")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	knownSessions.Store(mark, true)
+	if _, err := sc.Stop(ctxT(t), client.StopParams{Tag: "escaper"}); err != nil {
+		t.Fatal(err)
+	}
+	assertGoneNow(t, "descendant that left the group, when stop returned", []procID{escaped})
+}
+
+func TestDeathOfParentPidHostStopsEveryToolThenExitsZero(t *testing.T) {
+	t.Parallel()
+	// The host named by --parent-pid dies while the sidecar's stdin stays
+	// open and its real parent (this test) lives: the pid watch alone must
+	// notice.
+	fake := exec.Command("/bin/sleep", "1000")
+	if err := fake.Start(); err != nil {
+		t.Fatal(err)
+	}
+	execChildren.Store(fake.Process.Pid, true)
+	t.Cleanup(func() { fake.Process.Kill(); fake.Wait() })
+	sc := startSidecarOpts(t, client.Options{Args: []string{"--parent-pid", strconv.Itoa(fake.Process.Pid), "--stop-timeout", "1"}})
+	if _, err := sc.Hello(ctxT(t)); err != nil {
+		t.Fatalf("sidecar with --parent-pid of a live non-parent process: %v", err)
+	}
+	ids := startTrees(t, sc)
+	fake.Process.Kill()
+	fake.Wait()
+	waitExit(t, sc, "death of the --parent-pid process")
+	assertGoneNow(t, "tools when the sidecar exited after its host died", ids)
+}
+
+func TestStdoutFdCannotBeTheProtocolStream(t *testing.T) {
+	t.Parallel()
+	for _, fd := range []string{"0", "1"} {
+		for _, flag := range []string{"--stdout-fd", "--stderr-fd"} {
+			cmd := exec.Command(binary, flag, fd)
+			cmd.Stdin = nil // /dev/null: if it starts anyway, EOF ends it
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Errorf("%s %s accepted (output %q); \"inherit\" output would go into the protocol pipes", flag, fd, out)
+			}
+		}
+	}
+}

@@ -317,6 +317,38 @@ func TestStopReleasesTagAndLeavesNothingOfTheGroup(t *testing.T) {
 	}
 }
 
+func TestStopAfterLeaderExitedKillsWhatIsLeftOfTheGroup(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	ctx := ctxT(t)
+	// The leader exits at once, leaving its child in the group.
+	info := sc.create(client.CreateParams{Tag: "orphaning", Argv: sh("/bin/sleep 1000 & exit 0")})
+	w, err := sc.WaitTool(ctx, "orphaning", nil)
+	if err != nil || w.State != "exited" {
+		t.Fatalf("wait: %+v %v", w, err)
+	}
+	left := groupMembers(info.Pgid)
+	var child []procID
+	for _, id := range left {
+		if id.Pid != info.Pid {
+			child = append(child, id)
+		}
+	}
+	if len(child) != 1 {
+		t.Fatalf("want the leader's sleep left in group %d, found:\n%s", info.Pgid, list(left))
+	}
+	if r, _ := sc.Running(ctx, "orphaning"); !r {
+		t.Error("running = false after the leader exited; want true until stop")
+	}
+	if _, err := sc.Stop(ctx, client.StopParams{Tag: "orphaning"}); err != nil {
+		t.Fatal(err)
+	}
+	assertGoneNow(t, "the leader's child when stop returned", child)
+	if m := groupMembers(info.Pgid); len(m) > 0 {
+		t.Errorf("group %d not empty when stop returned:\n%s", info.Pgid, list(m))
+	}
+}
+
 func TestStopUsesGivenSignalAndCreateStopSignal(t *testing.T) {
 	t.Parallel()
 	sc := startSidecar(t)
@@ -417,7 +449,15 @@ func TestSignalReachesTheWholeGroup(t *testing.T) {
 		}
 	}
 	var raw json.RawMessage
-	sc.create(client.CreateParams{Tag: "alive", Argv: []string{"/bin/sleep", "1000"}})
+	alive := sc.create(client.CreateParams{Tag: "alive", Argv: []string{"/bin/sleep", "1000"}})
+	for _, sig := range []any{"SIGCONT", "CONT", "sigcont", int(syscall.SIGCONT)} {
+		if err := sc.Signal(ctx, "alive", sig); err != nil {
+			t.Errorf("signal %v: %v", sig, err)
+		}
+	}
+	if mustIdentifyOrZero(alive.Pid).gone() {
+		t.Fatal("SIGCONT killed the tool")
+	}
 	if err := sc.Call(ctx, "signal", map[string]any{"tag": "alive", "signal": "SIGCONT"}, &raw); err != nil || string(raw) != "null" {
 		t.Errorf("signal result %s, %v; want null", raw, err)
 	}
@@ -539,7 +579,9 @@ func TestCreateDuringShutdownFailsWithShuttingDown(t *testing.T) {
 		}
 	}
 	_, err := sc.Create(ctx, client.CreateParams{Tag: "late", Argv: []string{"/bin/sleep", "1000"}})
-	wantCode(t, "create during shutdown", err, client.CodeShuttingDown)
+	if re := wantCode(t, "create during shutdown", err, client.CodeShuttingDown); re != nil {
+		wantDataTag(t, re, "late")
+	}
 	if err := <-done; err != nil {
 		t.Errorf("shutdown: %v", err)
 	}
@@ -590,6 +632,13 @@ func TestInvalidParamsFailWithInvalidParams(t *testing.T) {
 		{"create", `{"tag":"n12","argv":["/bin/true"],"stderr":{"file":5}}`, ""},
 		{"create", `{"tag":"n13","argv":["/bin/true"],"stop_signal":"SIGNOPE"}`, ""},
 		{"create", `{"tag":"n14","argv":["/bin/true"],"stop_timeout":"soon"}`, ""},
+		{"create", `{"tag":"n15","argv":["/bin/true"],"stop_timeout":-1}`, ""},
+		{"create", `{"tag":"n16","argv":["/bin/true"],"stop_timeout":86401}`, ""},
+		{"create", `{"tag":"n17","argv":["/bin/true"],"stop_signal":0}`, ""},
+		{"create", `{"tag":"n18","argv":["/bin/true"],"stdout":{"append":true}}`, ""},
+		{"create", `{"tag":"n19","argv":["/bin/true"],"stdout":{"file":"/tmp/x","zork":1}}`, "zork"},
+		{"wait", `{"tag":"exists","timeout":-1}`, ""},
+		{"stop", `{"tag":"exists","timeout":-0.5}`, ""},
 		{"running", `{"tag":7}`, ""},
 		{"running", `{}`, ""},
 		{"is_alive", `{"tag":["exists"]}`, ""},

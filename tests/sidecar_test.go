@@ -171,6 +171,9 @@ type rawConn struct {
 	done   chan struct{}
 	stderr *lockedBuffer
 
+	stash []rawMsg // read, not yet taken
+	all   []rawMsg // everything read
+
 	mu  sync.Mutex
 	bad []string
 }
@@ -350,43 +353,66 @@ func request(id any, method string, params any) string {
 	return string(b)
 }
 
-// next reads the next message, failing the test after callTimeout.
+// next reads the next message off the wire, failing the test after
+// callTimeout. It records every message in all.
 func (r *rawConn) next() rawMsg {
 	r.t.Helper()
+	var m rawMsg
 	select {
-	case m := <-r.msgs:
-		return m
+	case m = <-r.msgs:
 	case <-r.done:
 		// drain what was read before EOF
 		select {
-		case m := <-r.msgs:
-			return m
+		case m = <-r.msgs:
 		default:
+			r.t.Fatalf("sidecar closed its stdout")
 		}
-		r.t.Fatalf("sidecar closed its stdout")
 	case <-time.After(callTimeout):
 		r.t.Fatalf("no message from the sidecar within %v", callTimeout)
 	}
-	panic("unreachable")
+	r.all = append(r.all, m)
+	return m
 }
 
-// until reads messages until the reply whose id is the JSON text id, and
-// returns it with every other message read on the way.
-func (r *rawConn) until(id string) (rawMsg, []rawMsg) {
+// take returns the first message, read earlier but not yet taken or read
+// now, for which match is true. Messages read on the way are kept for later
+// takes: replies may come in any order.
+func (r *rawConn) take(match func(rawMsg) bool) rawMsg {
 	r.t.Helper()
-	var others []rawMsg
+	for i, m := range r.stash {
+		if match(m) {
+			r.stash = append(r.stash[:i:i], r.stash[i+1:]...)
+			return m
+		}
+	}
 	for {
 		m := r.next()
-		if m.Method == "" && string(m.ID) == id {
-			return m, others
+		if match(m) {
+			return m
 		}
-		others = append(others, m)
+		r.stash = append(r.stash, m)
 	}
 }
 
-// call sends a request with a numeric id and returns its reply and the
-// messages read before it.
-func (r *rawConn) call(id int, method string, params any) (rawMsg, []rawMsg) {
+// until takes the reply whose id is the JSON text id.
+func (r *rawConn) until(id string) rawMsg {
+	r.t.Helper()
+	return r.take(func(m rawMsg) bool { return m.Method == "" && string(m.ID) == id })
+}
+
+// untaken are the replies (not notifications) read but never taken.
+func (r *rawConn) untaken() []rawMsg {
+	var out []rawMsg
+	for _, m := range r.stash {
+		if m.Method == "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// call sends a request with a numeric id and returns its reply.
+func (r *rawConn) call(id int, method string, params any) rawMsg {
 	r.t.Helper()
 	r.sendWait(r.frame(request(id, method, params)))
 	return r.until(strconv.Itoa(id))
@@ -394,9 +420,9 @@ func (r *rawConn) call(id int, method string, params any) (rawMsg, []rawMsg) {
 
 // mustResult calls and fails the test unless the reply is a result; it
 // decodes the result into out (if non-nil).
-func (r *rawConn) mustResult(id int, method string, params, out any) []rawMsg {
+func (r *rawConn) mustResult(id int, method string, params, out any) {
 	r.t.Helper()
-	m, others := r.call(id, method, params)
+	m := r.call(id, method, params)
 	if m.Error != nil || m.Result == nil {
 		r.t.Fatalf("%s: want a result, got %s", method, m)
 	}
@@ -405,15 +431,4 @@ func (r *rawConn) mustResult(id int, method string, params, out any) []rawMsg {
 			r.t.Fatalf("%s: decoding result %s: %v", method, m.Result, err)
 		}
 	}
-	return others
-}
-
-// mustError calls and fails the test unless the reply is an error with code.
-func (r *rawConn) mustError(id int, method string, params any, code int) rawMsg {
-	r.t.Helper()
-	m, _ := r.call(id, method, params)
-	if m.Error == nil || m.Error.Code != code {
-		r.t.Fatalf("%s %v: want error %d, got %s", method, params, code, m)
-	}
-	return m
 }
