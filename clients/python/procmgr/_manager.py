@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._errors import NoSuchTagError, ProcMgrError, SidecarError
 from ._info import ProcessInfo, output_option, signal_number
-from ._transport import DEFAULT_CALL_TIMEOUT, REPLY_MARGIN, Sidecar, find_binary
+from ._transport import REPLY_MARGIN, Sidecar, find_binary
 
 __all__ = ["ProcessManager", "Process"]
 
@@ -44,6 +44,7 @@ class Process:
 
     def __init__(self, manager: "ProcessManager", info: ProcessInfo) -> None:
         self._manager = manager
+        self._generation = manager._generation  # which sidecar of the manager started it
         self._info = info
         self._released = False
         self.tag: str = info.tag
@@ -54,13 +55,17 @@ class Process:
 
     @property
     def returncode(self) -> Optional[int]:
-        """None while the tool runs; its exit status, or -N if signal N killed it."""
+        """None while the tool runs; its exit status, or -N if signal N killed it.
+
+        Never raises: when the sidecar cannot be asked (the tag was released,
+        the sidecar is gone, a forked child) it is the last known status.
+        """
         rc = self._info.returncode
         if rc is not None or self._released:
             return rc
         try:
             return self._manager._refresh(self).returncode
-        except (NoSuchTagError, SidecarError):
+        except ProcMgrError:
             return self._info.returncode
 
     def is_alive(self) -> bool:
@@ -179,10 +184,14 @@ class ProcessManager:
             weakref.WeakValueDictionary()
         )
         self._tool_stop_timeouts: Dict[str, float] = {}
+        # Bumped for every new sidecar: a Process of an earlier one (before a
+        # shutdown of the default manager, or inherited through fork) is dead.
+        self._generation = getattr(self, "_generation", 0) + 1
 
     # -- the sidecar ---------------------------------------------------------------
 
-    def _connection(self) -> Sidecar:
+    def _own_process(self) -> None:
+        """Raise ProcMgrError in a forked child for a manager of the parent."""
         if os.getpid() != self._owner_pid:
             # fork() without our at-fork hook having run (should not happen).
             self._after_fork_in_child()
@@ -193,6 +202,9 @@ class ProcessManager:
                 "the default `procmgr`, which starts its own sidecar in each process"
                 % (self._foreign_pid, os.getpid())
             )
+
+    def _connection(self) -> Sidecar:
+        self._own_process()
         sc = self._sidecar
         if sc is not None:
             return sc
@@ -201,6 +213,7 @@ class ProcessManager:
                 if self._closed:
                     raise ProcMgrError("this ProcessManager was shut down")
                 binary = find_binary(self._binary_arg)
+                self._generation += 1
                 self._sidecar = Sidecar(
                     binary,
                     stop_timeout=self._stop_timeout,
@@ -449,6 +462,14 @@ class ProcessManager:
         """Refuse to act on a Process whose tag was released or now names another tool."""
         if proc._manager is not self:  # pragma: no cover - defensive
             raise ProcMgrError("this Process belongs to another manager")
+        self._own_process()
+        if proc._generation != self._generation:
+            proc._released = True
+            raise NoSuchTagError(
+                "tag %r of pid %d belonged to an earlier sidecar (shut down, or in the "
+                "parent process before fork())" % (proc.tag, proc.pid),
+                tag=proc.tag,
+            )
         if proc._released:
             raise NoSuchTagError(
                 "tag %r of pid %d was released (stopped)" % (proc.tag, proc.pid), tag=proc.tag

@@ -26,7 +26,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -147,6 +146,7 @@ class Sidecar:
         self._lock = threading.Lock()  # pending table and the dead flag
         self._write_lock = threading.Lock()
         self._pending: Dict[int, _Pending] = {}
+        self._given_up: set = set()  # ids whose caller stopped waiting (timeout, Ctrl-C)
         self._dead: Optional[str] = None  # reason, once the connection is gone
         self._closing = False
         self._abandoned = False
@@ -248,46 +248,68 @@ class Sidecar:
             with self._lock:
                 self._pending.pop(req_id, None)
             raise
-        if not pending.event.wait(max(0.0, deadline - time.monotonic())):
-            with self._lock:
-                self._pending.pop(req_id, None)
-            if pending.event.is_set():  # the reply raced the timeout
-                pass
-            else:
-                raise SidecarError(
-                    "procmgr sidecar (pid %d) did not answer %s within %.1f s; log: %s"
-                    % (self.pid, method, timeout, self.log_path)
-                )
+        try:
+            answered = pending.event.wait(max(0.0, deadline - time.monotonic()))
+        except BaseException:  # KeyboardInterrupt while waiting: give the call up
+            self._give_up(req_id)
+            raise
+        if not answered and not self._give_up(req_id):
+            raise SidecarError(
+                "procmgr sidecar (pid %d) did not answer %s within %.1f s; log: %s"
+                % (self.pid, method, timeout, self.log_path)
+            )
         if pending.error is not None:
             raise pending.error
         return pending.result
 
+    def _give_up(self, req_id: int) -> bool:
+        """Stop waiting for ``req_id``; True if its reply had arrived after all."""
+        with self._lock:
+            if self._pending.pop(req_id, None) is None:
+                return True
+            self._given_up.add(req_id)
+            return False
+
     def _write(self, data: bytes, deadline: float) -> None:
+        """Write one whole message, or raise SidecarError.
+
+        A KeyboardInterrupt after part of the line went out would leave half a
+        message in the pipe and garble the next one, so the rest is written
+        first and the interrupt re-raised afterwards.
+        """
         view = memoryview(data)
+        interrupted: Optional[BaseException] = None
         with self._write_lock:
             while view:
-                if self._dead is not None:
-                    raise SidecarError(self._dead)
                 try:
-                    n = os.write(self._wfd, view)
-                    view = view[n:]
-                    continue
-                except BlockingIOError:
-                    pass
-                except OSError as exc:  # EPIPE, EBADF: the sidecar is gone
-                    self._wait_dead(1.0)
-                    raise SidecarError(
-                        self._dead
-                        or "cannot write to procmgr sidecar (pid %d): %s; log: %s"
-                        % (self.pid, exc, self.log_path)
-                    ) from None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SidecarError(
-                        "procmgr sidecar (pid %d) stopped reading its stdin; log: %s"
-                        % (self.pid, self.log_path)
-                    )
-                select.select([], [self._wfd], [], min(remaining, 0.5))
+                    if self._dead is not None:
+                        raise SidecarError(self._dead)
+                    try:
+                        n = os.write(self._wfd, view)
+                        view = view[n:]
+                        continue
+                    except BlockingIOError:
+                        pass
+                    except OSError as exc:  # EPIPE, EBADF: the sidecar is gone
+                        self._wait_dead(1.0)
+                        raise SidecarError(
+                            self._dead
+                            or "cannot write to procmgr sidecar (pid %d): %s; log: %s"
+                            % (self.pid, exc, self.log_path)
+                        ) from None
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise SidecarError(
+                            "procmgr sidecar (pid %d) stopped reading its stdin; log: %s"
+                            % (self.pid, self.log_path)
+                        )
+                    select.select([], [self._wfd], [], min(remaining, 0.5))
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    if len(view) == len(data):
+                        raise  # nothing written yet: just give up
+                    interrupted = exc
+        if interrupted is not None:
+            raise interrupted
 
     def _wait_dead(self, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -354,6 +376,11 @@ class Sidecar:
         req_id = msg.get("id")
         with self._lock:
             pending = self._pending.pop(req_id, None) if isinstance(req_id, int) else None
+            late = pending is None and req_id in self._given_up
+            self._given_up.discard(req_id)
+        if late:
+            logger.info("procmgr: late reply to request %s, whose caller gave up: %r", req_id, line[:200])
+            return
         if pending is None:
             logger.warning("procmgr sidecar sent a reply nobody waits for: %r", line[:200])
             return

@@ -15,7 +15,7 @@ import unittest
 from . import support
 from .support import ManagerTestCase, Proc
 
-from procmgr import NoSuchTagError, ProcessManager, ProcMgrError, SidecarError
+from procmgr import ProcMgrError, SidecarError
 
 
 def tearDownModule() -> None:
@@ -152,17 +152,57 @@ class SidecarDeathTest(ManagerTestCase):
                 sc.call("list", {}, timeout=0.3)
             self.assertIn("did not answer", str(cm.exception))
             self.assertIn(sc.log_path, str(cm.exception))
-            with self.assertLogs("procmgr", "WARNING") as logs:
+            with self.assertLogs("procmgr", "INFO") as logs:
                 os.kill(sc.pid, signal.SIGCONT)
                 # the late reply arrives, is logged and dropped
-                support.wait_until(lambda: any("nobody waits" in l for l in logs.output))
-            self.assertTrue(any("nobody waits" in l for l in logs.output), logs.output)
+                support.wait_until(lambda: any("late reply" in l for l in logs.output))
+            self.assertTrue(any("late reply" in l for l in logs.output), logs.output)
         finally:
             os.kill(sc.pid, signal.SIGCONT)
         # and the connection keeps working
         p = self.pm.create(self.tag(), ["sleep", "300"])
         self.assertTrue(p.is_alive())
         self.assertTrue(support.running(p.pid))
+
+
+class InterruptTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        support.require_binary()
+
+    @classmethod
+    def tearDownClass(cls):
+        support.assert_no_leftovers(cls.__name__)
+
+    def test_ctrl_c_during_a_call_leaves_the_manager_usable(self):
+        res = support.run_host(r"""
+            import json, logging, os, signal, threading, time
+            logging.basicConfig(level=logging.WARNING)
+            from procmgr import procmgr
+            p = procmgr.create("stubborn", ["sh", "-c", "trap '' TERM; exec sleep 300"],
+                               stop_timeout=1.5)
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            try:
+                p.stop()
+                outcome = "stop returned"
+            except KeyboardInterrupt:
+                outcome = "interrupted"
+            # the sidecar goes on with the stop; the manager stays usable meanwhile
+            q = procmgr.create("after", ["sleep", "300"])
+            ok = procmgr.running("after") and q.is_alive()
+            end = time.time() + 20
+            while procmgr.running("stubborn") and time.time() < end:
+                time.sleep(0.05)
+            print(json.dumps({"outcome": outcome, "ok": ok, "stubborn": p.pid,
+                              "released": not procmgr.running("stubborn")}))
+        """)
+        self.assertEqual(res.returncode, 0, res.stderr.decode())
+        out = json.loads(res.stdout)
+        self.assertEqual(out["outcome"], "interrupted")
+        self.assertTrue(out["ok"])
+        self.assertTrue(out["released"])
+        self.assertFalse(support.running(out["stubborn"]))
+        self.assertEqual(res.stderr.decode(), "", "no warnings about the abandoned reply")
 
 
 class HostDeathTest(unittest.TestCase):
@@ -303,6 +343,11 @@ class ForkTest(unittest.TestCase):
                     res[name] = "no error"
                 except ProcMgrError as e:
                     res[name] = "%s: %s" % (type(e).__name__, e)
+            try:
+                d.is_alive()
+                res["default_process"] = "no error"
+            except ProcMgrError as e:
+                res["default_process"] = type(e).__name__
             res["shutdown"] = pm.shutdown()   # a no-op here
             res["sees_parent_tag"] = procmgr.running("parent-default")
             c = procmgr.create("child-tool", ["sleep", "300"])
@@ -358,6 +403,8 @@ class ForkTest(unittest.TestCase):
             self.assertTrue(child[name].startswith("ProcMgrError"), child[name])
             self.assertIn("fork", child[name])
         self.assertEqual(child["shutdown"], 0)
+        # a Process of the default manager from before the fork names no tool of the child's
+        self.assertEqual(child["default_process"], "NoSuchTagError")
         # the default manager started a sidecar of the child's own
         self.assertFalse(child["sees_parent_tag"])
         self.assertNotIn(child["sidecar"], (parent["sidecar"], parent["default_sidecar"]))

@@ -14,7 +14,6 @@ otherwise the path is replaced by a temporary one.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import tempfile
 import textwrap
