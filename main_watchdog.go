@@ -21,6 +21,8 @@ func watchdogMain(args []string) int {
 	var logFile, logLevel string
 	fs.StringVar(&cfg.Session, "session", "", "PROCMGR_SESSION of the tools to sweep")
 	fs.IntVar(&cfg.SidecarPid, "sidecar-pid", 0, "the sidecar (our parent)")
+	fs.Uint64Var(&cfg.SidecarStart, "sidecar-start", 0, "the sidecar's start time, to tell a recycled pid apart")
+	fs.BoolVar(&cfg.SidecarLeadsSession, "sidecar-leads-session", false, "the sidecar leads its own session: its members are the tools'")
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "the session cgroup")
 	fs.StringVar(&logFile, "log-file", "", "append logs to this file instead of stderr")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -79,10 +79,21 @@ func (m *Manager) StartWatchdog(exe string, args ...string) error {
 		return errors.New("watchdog already running")
 	}
 	w.exe = exe
-	w.args = append([]string{
+	// What the watchdog must know of the sidecar is passed now, while the
+	// sidecar surely lives: the watchdog may run only after it died.
+	start, ok := processStart(os.Getpid())
+	if !ok {
+		return errors.New("cannot read the sidecar's own start time")
+	}
+	w.args = []string{
 		"--watchdog", "--session", m.cfg.Session,
 		"--sidecar-pid", fmt.Sprint(os.Getpid()),
-	}, args...)
+		"--sidecar-start", fmt.Sprint(start),
+	}
+	if sid, err := unix.Getsid(0); err == nil && sid == os.Getpid() {
+		w.args = append(w.args, "--sidecar-leads-session")
+	}
+	w.args = append(w.args, args...)
 	if dir := m.CgroupDir(); dir != "" {
 		w.args = append(w.args, "--cgroup", dir)
 	}
@@ -199,8 +210,14 @@ func watchdogEnv(env []string) []string {
 type WatchdogConfig struct {
 	Session    string // PROCMGR_SESSION value of the tools
 	SidecarPid int    // the sidecar: our parent
-	Cgroup     string // the session cgroup, "" without cgroup mode
-	Logger     *slog.Logger
+	// SidecarStart is the sidecar's start time (as the OS gives it in the
+	// process list): with SidecarPid, it names the sidecar uniquely.
+	SidecarStart uint64
+	// SidecarLeadsSession: the sidecar is the leader of its own session, so
+	// every other member of that session is a tool or a tool's descendant.
+	SidecarLeadsSession bool
+	Cgroup              string // the session cgroup, "" without cgroup mode
+	Logger              *slog.Logger
 }
 
 // RunWatchdog is the body of `procmgr --watchdog`: it waits for the sidecar
@@ -211,8 +228,8 @@ func RunWatchdog(cfg WatchdogConfig, stdin *os.File) int {
 		log = slog.Default()
 	}
 	log = log.With("component", "watchdog", "session", cfg.Session)
-	if cfg.Session == "" || cfg.SidecarPid <= 1 {
-		log.Error("watchdog needs --session and --sidecar-pid")
+	if cfg.Session == "" || cfg.SidecarPid <= 1 || cfg.SidecarStart == 0 {
+		log.Error("watchdog needs --session, --sidecar-pid and --sidecar-start")
 		return 2
 	}
 	// A container or service stop signals everyone; the watchdog outlives the
@@ -242,28 +259,16 @@ func RunWatchdog(cfg WatchdogConfig, stdin *os.File) int {
 
 // sweeper finds and kills the processes of one session.
 type sweeper struct {
-	cfg          WatchdogConfig
-	log          *slog.Logger
-	self         int
-	sidecarStart uint64 // start time of the sidecar, to tell a recycled pid apart
-	bySid        bool   // the sidecar leads its own session: its members are ours
-	exit         <-chan struct{}
+	cfg  WatchdogConfig
+	log  *slog.Logger
+	self int
+	exit <-chan struct{} // closed when the sidecar exited; nil where it cannot be watched
 }
 
 func newSweeper(cfg WatchdogConfig, log *slog.Logger) *sweeper {
 	s := &sweeper{cfg: cfg, log: log, self: os.Getpid()}
 	if os.Getppid() != cfg.SidecarPid {
-		return s // the sidecar is gone already (or was never our parent): sweep by mark only
-	}
-	if entries, err := host.processes(); err == nil {
-		for _, e := range entries {
-			if e.pid == cfg.SidecarPid {
-				s.sidecarStart = e.start
-			}
-		}
-	}
-	if sid, err := unix.Getsid(cfg.SidecarPid); err == nil && sid == cfg.SidecarPid && s.sidecarStart != 0 {
-		s.bySid = true
+		return s // the sidecar is gone already
 	}
 	s.exit = watchExit(cfg.SidecarPid, log)
 	if os.Getppid() != cfg.SidecarPid { // it died while we looked: the pidfd may name another process
@@ -348,9 +353,9 @@ func (s *sweeper) round() []int {
 		s.log.Warn("cannot list processes", "err", err)
 		return found
 	}
-	bySid := s.bySid
+	bySid := s.cfg.SidecarLeadsSession
 	for _, e := range entries {
-		if e.pid == s.cfg.SidecarPid && e.start != s.sidecarStart {
+		if e.pid == s.cfg.SidecarPid && e.start != s.cfg.SidecarStart {
 			// The sidecar's pid names another process now, so no process is
 			// left in the sidecar's session (the kernel does not recycle a pid
 			// still in use as a session id): sid matching would hit strangers.

@@ -22,6 +22,15 @@ func selfExe() string {
 
 func watchdogAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }
 
+// processStart is pid's start time as procEntry.start gives it.
+func processStart(pid int) (uint64, bool) {
+	kp, err := unix.SysctlKinfoProc("kern.proc.pid", pid)
+	if err != nil {
+		return 0, false
+	}
+	return uint64(kp.Proc.P_starttime.Sec)*1e6 + uint64(kp.Proc.P_starttime.Usec), true
+}
+
 // watchExit returns a channel closed when pid exits (kqueue EVFILT_PROC), or
 // nil if it cannot be watched.
 func watchExit(pid int, log *slog.Logger) <-chan struct{} {

@@ -23,6 +23,12 @@ func watchdogAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setsid: true, Pdeathsig: watchdogDeathSignal}
 }
 
+// processStart is pid's start time as procEntry.start gives it.
+func processStart(pid int) (uint64, bool) {
+	e, ok := readStat(pid, make([]byte, 1024))
+	return e.start, ok
+}
+
 // watchExit returns a channel closed when pid exits, watched through a pidfd,
 // or nil where pidfd_open is not available.
 func watchExit(pid int, log *slog.Logger) <-chan struct{} {
