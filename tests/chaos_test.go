@@ -200,6 +200,9 @@ var chaosKinds = []struct {
 	{"grandchildren", sh(`/bin/sleep 1000 & /bin/sh -c "/bin/sleep 1000 & wait" & wait`)},
 	{"term-ignorer", sh(`trap "" TERM; /bin/sleep 1000 & /bin/sleep 1000 & wait`)},
 	{"setsid-escaper", sh(`/usr/bin/setsid /bin/sleep 1000 & wait`)},
+	// Drops PROCMGR_SESSION/PROCMGR_TAG but stays in the tool's group and
+	// session. It keeps only the trial's mark, for the test to find it.
+	{"env-clearing", sh(`/usr/bin/env -i ` + envChaosTrial + `="$` + envChaosTrial + `" /bin/sleep 1000 & wait`)},
 	// dbus-daemon --fork style: the tool exits at once, its daemon lives on
 	// in a session of its own, re-parented to the sidecar.
 	{"double-fork-daemon", sh(`(/usr/bin/setsid /bin/sh -c "/bin/sleep 1000 & exec /bin/sleep 1000" &); exit 0`)},
@@ -239,12 +242,20 @@ type chaosResult struct {
 	log       string
 }
 
-func newChaosTrial(rng *rand.Rand, n int, args []string) chaosTrial {
+// newChaosTrial draws a trial. cgroups says whether the sidecar will run in
+// cgroup mode.
+func newChaosTrial(rng *rand.Rand, n int, args []string, cgroups bool) chaosTrial {
 	tr := chaosTrial{n: n, victim: chaosVictim(rng.Intn(3)), sidecar: rng.Intn(2) == 0}
 	tr.plan.Raw = rng.Intn(3) == 0
 	tr.plan.Args = append(append([]string(nil), args...), "--stop-timeout", "0.2")
 	for _, i := range rng.Perm(len(chaosKinds))[:1+rng.Intn(len(chaosKinds))] {
 		k := chaosKinds[i]
+		if k.kind == "env-clearing" && tr.plan.Raw && !cgroups {
+			// Documented limit (docs/containment.md): without a cgroup, and
+			// with a sidecar that does not lead its own session, nothing
+			// finds this process once the sidecar is SIGKILLed.
+			continue
+		}
 		tr.plan.Tools = append(tr.plan.Tools, chaosTool{
 			Kind: k.kind, Tag: k.kind, Argv: k.argv,
 			StopTimeout: float64(1+rng.Intn(3)) / 10, // 0.1 to 0.3 s
@@ -274,6 +285,9 @@ func (tr chaosTrial) String() string {
 	for _, tl := range tr.plan.Tools {
 		kinds = append(kinds, tl.Kind)
 	}
+	if len(kinds) == 0 {
+		kinds = []string{"none"}
+	}
 	how := "sidecar in its own session (Go client)"
 	if tr.plan.Raw {
 		how = "sidecar in the host's process group"
@@ -296,7 +310,7 @@ func TestChaos(t *testing.T) {
 	trials := chaosEnvInt(envChaosTrials, 16)
 	seed := int64(chaosEnvInt(envChaosSeed, 1))
 	parallel := chaosEnvInt(envChaosParallel, 3)
-	t.Logf("seed %d, %d trials per mode, %d at once, %d CPUs", seed, trials, parallel, runtime.NumCPU())
+	t.Logf("seed %d, %d trials per mode, %d at once, %d CPUs, cgroup v2 writable: %v", seed, trials, parallel, runtime.NumCPU(), cgroupWritable())
 	for _, mode := range []struct {
 		name string
 		args []string
@@ -304,9 +318,10 @@ func TestChaos(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
 			plans := make(chan chaosTrial)
+			cgroups := mode.name == "cgroup" && cgroupWritable()
 			go func() {
 				for i := 0; i < trials; i++ {
-					plans <- newChaosTrial(rng, i, mode.args)
+					plans <- newChaosTrial(rng, i, mode.args, cgroups)
 				}
 				close(plans)
 			}()
@@ -652,6 +667,20 @@ func reapAdoptedZombies() {
 		var ws syscall.WaitStatus
 		syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 	}
+}
+
+// cgroupWritable reports whether a sidecar started from here can use cgroup
+// mode (it makes its session cgroup below this process's own).
+func cgroupWritable() bool {
+	if cgroupRoot == "" {
+		return false
+	}
+	dir := filepath.Join(cgroupRoot, "procmgr-probe-"+randomID())
+	if os.Mkdir(dir, 0o755) != nil {
+		return false
+	}
+	os.Remove(dir)
+	return true
 }
 
 // cgroupRoot is where this process's cgroup v2 directory is (and so where a
