@@ -83,6 +83,20 @@ class CreateTest(ManagerTestCase):
         self.assertEqual(env.get("PROCMGR_TAG"), self.tag())
         self.assertTrue(env.get("PROCMGR_SESSION"))
 
+    def test_large_requests_and_non_ascii_text(self):
+        # 300 kB: several pipe buffers, so the request goes out in pieces
+        # (one variable may hold at most 128 kB: execve's limit)
+        bigs = {"BIG%d" % i: chr(ord("a") + i) * 100000 for i in range(3)}
+        tag = "t\u00fcl \u2713 " + self.tag()
+        p = self.pm.create(tag, ["sleep", "300"], env=dict(bigs, GREETING="gr\u00fc\u00df \u2603"))
+        env = support.environ(p.pid)
+        for k, v in bigs.items():
+            self.assertEqual(env.get(k), v)
+        self.assertEqual(env.get("GREETING"), "gr\u00fc\u00df \u2603")
+        self.assertEqual(env.get("PROCMGR_TAG"), tag)
+        self.assertIs(self.pm.fetch(tag), p)
+        self.assertEqual([q.tag for q in self.pm.list()], [tag])
+
     def test_cwd_defaults_to_the_hosts_current_directory(self):
         with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
             old = os.getcwd()
