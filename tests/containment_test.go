@@ -411,10 +411,15 @@ func TestClosedStdoutDoesNotKillSidecarWithSIGPIPE(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); inW.Close(); killMarked(envSidecar, mark) })
 
 	fmt.Fprintln(inW, request(1, "create", map[string]any{"tag": "keeper", "argv": []string{"/bin/sleep", "1000"}}))
-	line, err := bufio.NewReader(outR).ReadString('\n')
+	// Notifications may come first; read up to the reply.
+	br := bufio.NewReader(outR)
 	var m rawMsg
-	if err != nil || json.Unmarshal([]byte(line), &m) != nil || m.Error != nil {
-		t.Fatalf("create reply %q: %v", line, err)
+	for string(m.ID) != "1" {
+		m = rawMsg{}
+		line, err := br.ReadString('\n')
+		if err != nil || json.Unmarshal([]byte(line), &m) != nil || m.Error != nil {
+			t.Fatalf("create reply %q: %v", line, err)
+		}
 	}
 	var info client.ProcessInfo
 	json.Unmarshal(m.Result, &info)

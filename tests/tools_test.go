@@ -144,9 +144,18 @@ func TestToolInheritsOnlyStdioAndStdinIsDevNull(t *testing.T) {
 		{Tag: "inherit", Argv: []string{"/bin/sleep", "1000"}, Stdout: client.OutputInherit, Stderr: client.OutputInherit},
 	} {
 		info := sc.create(p)
-		got, err := fds(info.Pid)
-		if err != nil {
-			t.Fatal(err)
+		// sleep itself opens files briefly at start (locale data); a leaked
+		// descriptor stays, so poll until the set settles or time runs out.
+		var got map[int]string
+		for end := time.Now().Add(5 * time.Second); ; {
+			var err error
+			if got, err = fds(info.Pid); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == 3 || time.Now().After(end) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		if len(got) != 3 || got[0] == "" || got[1] == "" || got[2] == "" {
 			t.Errorf("%s: tool fds %v; want exactly 0, 1, 2", p.Tag, got)
