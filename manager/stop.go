@@ -83,7 +83,7 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 	}
 	m.mu.Unlock()
 	close(t.stopDone)
-	m.log.Info("stopped", "tag", tag, "pid", final.Pid, "exit_code", final.ExitCode, "signal", SignalName(final.Signal))
+	m.log.Info("stopped", "tag", tag, "pid", final.Pid, "exit", describeExit(final))
 	m.emit(EventStopped, final)
 	return final, nil
 }
