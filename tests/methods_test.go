@@ -197,7 +197,7 @@ func TestCreateAcceptsTagsOf1To128PrintableCharsOnly(t *testing.T) {
 	for _, tag := range []string{"a", strings.Repeat("x", 128), "with space/and:punct.é"} {
 		sc.create(client.CreateParams{Tag: tag, Argv: []string{"/bin/sleep", "1000"}})
 	}
-	for _, tag := range []string{"", strings.Repeat("y", 129), "new\nline", "tab\there", "nul\x00"} {
+	for _, tag := range []string{"", strings.Repeat("y", 129), "new\nline", "tab\there", "nul\x00", "zero\u200bwidth", "del\x7f"} {
 		_, err := sc.Create(ctxT(t), client.CreateParams{Tag: tag, Argv: []string{"/bin/sleep", "1000"}})
 		wantCode(t, "create tag "+strconv.Quote(tag), err, client.CodeInvalidParams)
 	}

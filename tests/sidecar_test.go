@@ -84,7 +84,11 @@ func startSidecarOpts(t *testing.T, opts client.Options) *sidecar {
 	if opts.Stderr == nil {
 		opts.Stderr = sc.stderr
 	}
-	opts.Env = sidecarEnv(sc.mark)
+	if opts.Env == nil {
+		opts.Env = sidecarEnv(sc.mark)
+	} else {
+		opts.Env = append(append([]string{}, opts.Env...), envRun+"="+runID, envSidecar+"="+sc.mark)
+	}
 	c, err := client.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting sidecar: %v", err)

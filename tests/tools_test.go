@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -322,5 +323,111 @@ func TestLogFileReceivesTheLogInsteadOfStderr(t *testing.T) {
 	}
 	if s := sc.stderr.String(); strings.Contains(s, "level=") {
 		t.Errorf("log lines on stderr despite --log-file:\n%s", tail(s, 2000))
+	}
+}
+
+func TestToolCannotBeGivenAnotherTagOrSession(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	h, err := sc.Hello(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := sc.Create(ctxT(t), client.CreateParams{Tag: "honest", Argv: []string{"/bin/sleep", "1000"},
+		Env: map[string]string{"PROCMGR_TAG": "forged", "PROCMGR_SESSION": "forged"}})
+	if rpcCode(err) == client.CodeInvalidParams {
+		return // refusing the forgery is fine too
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOneMark(t, info.Pid, "honest", h.Session)
+}
+
+// checkOneMark asserts that the tool's raw environment holds exactly one
+// PROCMGR_TAG and one PROCMGR_SESSION, with the given values (with duplicate
+// entries, getenv would see whichever comes first).
+func checkOneMark(t *testing.T, pid int, tag, session string) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags, sessions []string
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "PROCMGR_TAG="); ok {
+			tags = append(tags, v)
+		}
+		if v, ok := strings.CutPrefix(kv, "PROCMGR_SESSION="); ok {
+			sessions = append(sessions, v)
+		}
+	}
+	if len(tags) != 1 || tags[0] != tag || len(sessions) != 1 || sessions[0] != session {
+		t.Errorf("tool environment has PROCMGR_TAG %q and PROCMGR_SESSION %q; want exactly [%s] and [%s]", tags, sessions, tag, session)
+	}
+}
+
+func TestToolOfNestedSidecarCarriesOnlyTheInnerSession(t *testing.T) {
+	t.Parallel()
+	// A sidecar started from inside another session's tool inherits that
+	// session's marks; its own tools must carry its own, once.
+	env := append(os.Environ(), "PROCMGR_TAG=outer-tool", "PROCMGR_SESSION=outer-session")
+	sc := startSidecarOpts(t, client.Options{Env: env})
+	h, err := sc.Hello(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Session == "outer-session" || h.Session == "" {
+		t.Fatalf("nested sidecar session %q", h.Session)
+	}
+	info := sc.create(client.CreateParams{Tag: "inner", Argv: []string{"/bin/sleep", "1000"}})
+	checkOneMark(t, info.Pid, "inner", h.Session)
+}
+
+func TestSidecarOpensNoSocket(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	sc.create(client.CreateParams{Tag: "s", Argv: []string{"/bin/sleep", "1000"}})
+	if _, err := sc.Hello(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := fds(sc.Pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for fd, target := range got {
+		if strings.HasPrefix(target, "socket:") {
+			t.Errorf("sidecar fd %d is a socket (%s)", fd, target)
+		}
+	}
+}
+
+func TestCreateWithArgumentsTheKernelRefusesFailsCleanly(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	ctx := ctxT(t)
+	cases := []struct {
+		name string
+		p    client.CreateParams
+	}{
+		{"NUL in argv", client.CreateParams{Argv: []string{"/bin/echo", "a\x00b"}}},
+		{"NUL in env", client.CreateParams{Argv: []string{"/bin/sleep", "1000"}, Env: map[string]string{"A": "x\x00y"}}},
+		{"= in env name", client.CreateParams{Argv: []string{"/bin/sleep", "1000"}, Env: map[string]string{"A=B": "x"}}},
+		{"empty env name", client.CreateParams{Argv: []string{"/bin/sleep", "1000"}, Env: map[string]string{"": "x"}}},
+		{"argument over 128 KiB", client.CreateParams{Argv: []string{"/bin/echo", strings.Repeat("a", 200<<10)}}},
+	}
+	for i, c := range cases {
+		tag := "refused-" + strconv.Itoa(i)
+		c.p.Tag = tag
+		_, err := sc.Create(ctx, c.p)
+		if code := rpcCode(err); code != client.CodeInvalidParams && code != client.CodeSpawnFailed {
+			t.Errorf("%s: %v; want -32602 or -32003", c.name, err)
+		}
+		if r, err := sc.Running(ctx, tag); err != nil || r {
+			t.Errorf("%s: tag in use after a refused create (%v)", c.name, err)
+		}
+	}
+	if _, err := sc.Hello(ctx); err != nil {
+		t.Errorf("hello after refused creates: %v", err)
 	}
 }

@@ -397,3 +397,41 @@ func TestHeaderFramingSpeaksLSPContentLength(t *testing.T) {
 		t.Errorf("unexpected reply: %s", m)
 	}
 }
+
+func TestPipelinedRequestsAreAllAnsweredByID(t *testing.T) {
+	t.Parallel()
+	r := startRaw(t, false)
+	const n = 300
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		method := []string{"hello", "list", "running", "fetch"}[i%4]
+		var params any = map[string]any{}
+		if method == "running" || method == "fetch" {
+			params = map[string]any{"tag": "t" + strconv.Itoa(i)}
+		}
+		b.WriteString(request(10000+i, method, params) + "\n")
+	}
+	r.sendWait([]byte(b.String()))
+	for i := 0; i < n; i++ {
+		if m := r.until(strconv.Itoa(10000 + i)); m.Error != nil {
+			t.Errorf("pipelined request %d: %s", i, m)
+		}
+	}
+}
+
+func TestRequestWrittenByteByByteIsAssembled(t *testing.T) {
+	t.Parallel()
+	for _, header := range []bool{false, true} {
+		r := startRaw(t, header)
+		f := r.frame(request(7, "hello", map[string]any{}))
+		for i := range f {
+			r.sendWait(f[i : i+1])
+			if i%10 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if m := r.until("7"); m.Error != nil {
+			t.Errorf("header=%v: %s", header, m)
+		}
+	}
+}
