@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -239,10 +240,26 @@ func TestSidecarSIGKILLedTakesItsDirectToolsWithIt(t *testing.T) {
 		waitExe(t, info.Pid, "sleep")
 		ids = append(ids, mustIdentify(t, info.Pid))
 	}
+	// A call pending when the sidecar dies fails with ErrSidecarGone, and so
+	// does every later one (the Go client's contract, on the real thing).
+	pending := make(chan error, 1)
+	go func() { _, err := sc.WaitTool(ctxT(t), "t0", nil); pending <- err }()
+	time.Sleep(100 * time.Millisecond)
 	if err := sc.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	sc.Wait()
+	select {
+	case err := <-pending:
+		if !errors.Is(err, client.ErrSidecarGone) {
+			t.Errorf("pending call when the sidecar died: %v, want ErrSidecarGone", err)
+		}
+	case <-time.After(callTimeout):
+		t.Error("pending call did not return when the sidecar died")
+	}
+	if _, err := sc.Hello(ctxT(t)); !errors.Is(err, client.ErrSidecarGone) {
+		t.Errorf("call after the sidecar died: %v, want ErrSidecarGone", err)
+	}
 	waitGone(t, "direct tools after the sidecar was SIGKILLed", graceMargin, ids)
 }
 

@@ -121,8 +121,13 @@ type Client struct {
 }
 
 // Start spawns the sidecar in its own session with pipes on stdin and stdout
-// and starts reading its replies.
+// and starts reading its replies. It does not wait for the sidecar to be
+// ready (the first Call does); ctx is checked before spawning, and the
+// sidecar's life is not tied to it — end it with Close or Kill.
 func Start(ctx context.Context, opts Options) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if opts.Binary == "" {
 		return nil, errors.New("procmgr: Options.Binary is empty")
 	}
@@ -178,7 +183,6 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		c.state = cmd.ProcessState
 		close(c.exited)
 	}()
-	_ = ctx // spawning does not block; ctx is accepted for future use
 	return c, nil
 }
 
