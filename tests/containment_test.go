@@ -525,3 +525,124 @@ func TestStdoutFdCannotBeTheProtocolStream(t *testing.T) {
 		}
 	}
 }
+
+func TestRepliesSurviveAHostThatPausesReading(t *testing.T) {
+	t.Parallel()
+	// The host stops reading until the stdout pipe is full, then resumes:
+	// notifications may be dropped (bounded buffer), replies never.
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	mark := randomID()
+	cmd := exec.Command(binary, "--parent-pid", strconv.Itoa(os.Getpid()))
+	cmd.Stdin, cmd.Stdout = inR, outW
+	cmd.Env = sidecarEnv(mark)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	inR.Close()
+	outW.Close()
+	execChildren.Store(cmd.Process.Pid, true)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); killMarked(envSidecar, mark) })
+	writeErr := make(chan error, 1)
+	ids := 0
+	var reqs []byte
+	for ; ids < 400; ids++ {
+		reqs = append(reqs, request(ids+1, "create", map[string]any{"tag": "t" + strconv.Itoa(ids), "argv": []string{"/bin/true"}})+"\n"...)
+	}
+	go func() { _, err := inW.Write(reqs); writeErr <- err }()
+	end := time.Now().Add(callTimeout)
+	for fionread(outR) < 60000 && time.Now().Before(end) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d bytes waiting in the stdout pipe", fionread(outR))
+	time.Sleep(500 * time.Millisecond) // stay stalled a little
+	// Resume: every request gets its reply.
+	msgs := make(chan rawMsg, 1024)
+	go func() {
+		defer close(msgs)
+		br := bufio.NewReader(outR)
+		for {
+			line, err := br.ReadBytes('\n')
+			if err != nil {
+				return
+			}
+			var m rawMsg
+			if json.Unmarshal(line, &m) != nil {
+				t.Errorf("not JSON on stdout: %q", truncate(line))
+				return
+			}
+			msgs <- m
+		}
+	}()
+	got := map[string]bool{}
+	notes := 0
+	timeout := time.After(callTimeout)
+	for len(got) < ids {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("stdout closed after %d of %d replies", len(got), ids)
+			}
+			if m.Method != "" {
+				notes++
+				continue
+			}
+			if m.Error != nil {
+				t.Errorf("reply %s", m.raw)
+			}
+			got[string(m.ID)] = true
+		case <-timeout:
+			t.Fatalf("only %d of %d replies arrived after the host resumed reading", len(got), ids)
+		}
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d replies and %d notifications read", len(got), notes)
+	fmt.Fprintln(inW, request(100000, "hello", nil))
+	for {
+		select {
+		case m := <-msgs:
+			if string(m.ID) == "100000" {
+				inW.Close()
+				return
+			}
+		case <-time.After(callTimeout):
+			t.Fatal("no hello reply after the pause")
+		}
+	}
+}
+
+func TestOrphanedDescendantsAreReapedBySidecar(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	// The subshell exits at once: its short sleep is orphaned while the tool
+	// runs on, comes to the sidecar (a subreaper), and must be reaped there.
+	info := sc.create(client.CreateParams{Tag: "orphaner", Argv: sh(`( /bin/sleep 0.3 & ); exec /bin/sleep 1000`)})
+	var orphan procID
+	end := time.Now().Add(10 * time.Second)
+	for orphan.Pid == 0 {
+		for _, id := range groupMembers(info.Pgid) {
+			if st, err := readStat(id.Pid); err == nil && id.Pid != info.Pid && st.Ppid == sc.Pid() {
+				orphan = id
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no orphan reparented to the sidecar in group %d:\n%s", info.Pgid, list(groupMembers(info.Pgid)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Once the orphan has exited it must not linger as the sidecar's zombie.
+	waitGone(t, "orphan after it exited", graceMargin, []procID{orphan})
+	if a, err := sc.IsAlive(ctxT(t), "orphaner"); err != nil || !a {
+		t.Errorf("the tool itself: is_alive %v %v", a, err)
+	}
+	for len(sc.Notifications()) > 0 {
+		n := <-sc.Notifications()
+		if p, err := n.Exited(); n.Method == "exited" && err == nil && p.Tag == "orphaner" {
+			t.Errorf("exited sent for a descendant, not the tool's main process: %s", n.Params)
+		}
+	}
+}

@@ -448,6 +448,10 @@ func TestSignalReachesTheWholeGroup(t *testing.T) {
 			t.Errorf("running after signal-kill = false, want true until stop")
 		}
 	}
+	// Signalling a tool of which nothing remains is not an error (docs).
+	if err := sc.Signal(ctx, "sig-9", "SIGTERM"); err != nil {
+		t.Errorf("signal to a tool that already died: %v", err)
+	}
 	var raw json.RawMessage
 	alive := sc.create(client.CreateParams{Tag: "alive", Argv: []string{"/bin/sleep", "1000"}})
 	for _, sig := range []any{"SIGCONT", "CONT", "sigcont", int(syscall.SIGCONT)} {
@@ -605,55 +609,11 @@ func TestInvalidParamsFailWithInvalidParams(t *testing.T) {
 	t.Parallel()
 	sc := startSidecar(t)
 	sc.create(client.CreateParams{Tag: "exists", Argv: []string{"/bin/sleep", "1000"}})
-	long := strings.Repeat("z", 129)
-	cases := []struct {
-		method string
-		params string
-		names  string // the message must name this (an unknown field)
-	}{
-		{"hello", `{"frobnicate":1}`, "frobnicate"},
-		{"list", `{"frobnicate":1}`, "frobnicate"},
-		{"create", `{"tag":"n1","argv":["/bin/true"],"frobnicate":1}`, "frobnicate"},
-		{"running", `{"tag":"exists","frobnicate":1}`, "frobnicate"},
-		{"stop", `{"tag":"exists","frobnicate":1}`, "frobnicate"},
-		{"create", `{"tag":5,"argv":["/bin/true"]}`, ""},
-		{"create", `{"tag":"n2","argv":"/bin/true"}`, ""},
-		{"create", `{"tag":"n3","argv":[1]}`, ""},
-		{"create", `{"tag":"n4","argv":[]}`, ""},
-		{"create", `{"argv":["/bin/true"]}`, ""},
-		{"create", `{"tag":"n5"}`, ""},
-		{"create", `{"tag":"` + long + `","argv":["/bin/true"]}`, ""},
-		{"create", `{"tag":"n6","argv":["/bin/true"],"cwd":7}`, ""},
-		{"create", `{"tag":"n7","argv":["/bin/true"],"env":{"A":1}}`, ""},
-		{"create", `{"tag":"n8","argv":["/bin/true"],"env":["A=1"]}`, ""},
-		{"create", `{"tag":"n9","argv":["/bin/true"],"inherit_env":"yes"}`, ""},
-		{"create", `{"tag":"n10","argv":["/bin/true"],"stdout":"bogus"}`, ""},
-		{"create", `{"tag":"n11","argv":["/bin/true"],"stdout":"stdout"}`, ""},
-		{"create", `{"tag":"n12","argv":["/bin/true"],"stderr":{"file":5}}`, ""},
-		{"create", `{"tag":"n13","argv":["/bin/true"],"stop_signal":"SIGNOPE"}`, ""},
-		{"create", `{"tag":"n14","argv":["/bin/true"],"stop_timeout":"soon"}`, ""},
-		{"create", `{"tag":"n15","argv":["/bin/true"],"stop_timeout":-1}`, ""},
-		{"create", `{"tag":"n16","argv":["/bin/true"],"stop_timeout":86401}`, ""},
-		{"create", `{"tag":"n17","argv":["/bin/true"],"stop_signal":0}`, ""},
-		{"create", `{"tag":"n18","argv":["/bin/true"],"stdout":{"append":true}}`, ""},
-		{"create", `{"tag":"n19","argv":["/bin/true"],"stdout":{"file":"/tmp/x","zork":1}}`, "zork"},
-		{"wait", `{"tag":"exists","timeout":-1}`, ""},
-		{"stop", `{"tag":"exists","timeout":-0.5}`, ""},
-		{"running", `{"tag":7}`, ""},
-		{"running", `{}`, ""},
-		{"is_alive", `{"tag":["exists"]}`, ""},
-		{"fetch", `{}`, ""},
-		{"stop", `{"tag":"exists","timeout":"soon"}`, ""},
-		{"stop", `{"tag":"exists","signal":{}}`, ""},
-		{"signal", `{"tag":"exists"}`, ""},
-		{"signal", `{"tag":"exists","signal":true}`, ""},
-		{"wait", `{"tag":"exists","timeout":"soon"}`, ""},
-		{"shutdown", `{"timeout":"soon"}`, ""},
-	}
-	for _, c := range cases {
+	for _, c := range invalidParamsCases() {
 		err := sc.Call(ctxT(t), c.method, json.RawMessage(c.params), nil)
 		re := wantCode(t, c.method+" "+truncate([]byte(c.params)), err, client.CodeInvalidParams)
-		if re != nil && c.names != "" && !strings.Contains(re.Message, c.names) {
+		// Issue 2: an unknown field is rejected naming the field.
+		if re != nil && c.unknown && !strings.Contains(re.Message, c.names) {
 			t.Errorf("%s %s: message %q does not name the unknown field %q", c.method, c.params, re.Message, c.names)
 		}
 	}
@@ -661,5 +621,79 @@ func TestInvalidParamsFailWithInvalidParams(t *testing.T) {
 	l, err := sc.List(ctxT(t))
 	if err != nil || len(l) != 1 || l[0].Tag != "exists" || l[0].State != "running" {
 		t.Errorf("after invalid calls list = %+v, %v; want only the running 'exists'", l, err)
+	}
+}
+
+// TestInvalidParamsMessageNamesTheBadField holds the sidecar to
+// docs/protocol.md: "a field of the wrong type is -32602 naming the field";
+// and to the issue's "bad input gets a clear error".
+func TestInvalidParamsMessageNamesTheBadField(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	sc.create(client.CreateParams{Tag: "exists", Argv: []string{"/bin/sleep", "1000"}})
+	for _, c := range invalidParamsCases() {
+		if c.names == "" {
+			continue
+		}
+		err := sc.Call(ctxT(t), c.method, json.RawMessage(c.params), nil)
+		if re := wantCode(t, c.method+" "+truncate([]byte(c.params)), err, client.CodeInvalidParams); re != nil &&
+			!strings.Contains(re.Message, c.names) {
+			t.Errorf("%s %s: message %q does not name the field %q", c.method, c.params, re.Message, c.names)
+		}
+	}
+}
+
+type invalidParamsCase struct {
+	method  string
+	params  string
+	names   string // the field the message should name
+	unknown bool   // names is an unknown field
+}
+
+// invalidParamsCases are calls that must fail with -32602; "exists" is a
+// running tool's tag.
+func invalidParamsCases() []invalidParamsCase {
+	long := strings.Repeat("z", 129)
+	return []invalidParamsCase{
+		{"hello", `{"frobnicate":1}`, "frobnicate", true},
+		{"list", `{"frobnicate":1}`, "frobnicate", true},
+		{"create", `{"tag":"n1","argv":["/bin/true"],"frobnicate":1}`, "frobnicate", true},
+		{"running", `{"tag":"exists","frobnicate":1}`, "frobnicate", true},
+		{"stop", `{"tag":"exists","frobnicate":1}`, "frobnicate", true},
+		{"create", `{"tag":5,"argv":["/bin/true"]}`, "tag", false},
+		{"create", `{"tag":"n2","argv":"/bin/true"}`, "argv", false},
+		{"create", `{"tag":"n3","argv":[1]}`, "argv", false},
+		{"create", `{"tag":"n4","argv":[]}`, "argv", false},
+		{"create", `{"argv":["/bin/true"]}`, "tag", false},
+		{"create", `{"tag":"n5"}`, "argv", false},
+		{"create", `{"tag":"` + long + `","argv":["/bin/true"]}`, "", false},
+		{"create", `{"tag":"n6","argv":["/bin/true"],"cwd":7}`, "cwd", false},
+		{"create", `{"tag":"n7","argv":["/bin/true"],"env":{"A":1}}`, "env", false},
+		{"create", `{"tag":"n8","argv":["/bin/true"],"env":["A=1"]}`, "env", false},
+		{"create", `{"tag":"n9","argv":["/bin/true"],"inherit_env":"yes"}`, "inherit_env", false},
+		{"create", `{"tag":"n10","argv":["/bin/true"],"stdout":"bogus"}`, "stdout", false},
+		{"create", `{"tag":"n11","argv":["/bin/true"],"stdout":"stdout"}`, "stdout", false},
+		{"create", `{"tag":"n12","argv":["/bin/true"],"stderr":{"file":5}}`, "stderr", false},
+		{"create", `{"tag":"n13","argv":["/bin/true"],"stop_signal":"SIGNOPE"}`, "stop_signal", false},
+		{"create", `{"tag":"n14","argv":["/bin/true"],"stop_timeout":"soon"}`, "stop_timeout", false},
+		{"create", `{"tag":"n15","argv":["/bin/true"],"stop_timeout":-1}`, "stop_timeout", false},
+		{"create", `{"tag":"n16","argv":["/bin/true"],"stop_timeout":86401}`, "stop_timeout", false},
+		{"create", `{"tag":"n17","argv":["/bin/true"],"stop_signal":0}`, "stop_signal", false},
+		{"create", `{"tag":"n18","argv":["/bin/true"],"stdout":{"append":true}}`, "", false},
+		{"create", `{"tag":"n19","argv":["/bin/true"],"stdout":{"file":"/tmp/x","zork":1}}`, "zork", true},
+		{"wait", `{"tag":"exists","timeout":-1}`, "timeout", false},
+		{"stop", `{"tag":"exists","timeout":-0.5}`, "timeout", false},
+		{"running", `{"tag":7}`, "tag", false},
+		{"running", `{}`, "tag", false},
+		{"is_alive", `{"tag":["exists"]}`, "tag", false},
+		{"fetch", `{}`, "tag", false},
+		{"stop", `{"tag":"exists","timeout":"soon"}`, "timeout", false},
+		{"stop", `{"tag":"exists","signal":{}}`, "signal", false},
+		{"signal", `{"tag":"exists"}`, "signal", false},
+		{"signal", `{"tag":"exists","signal":true}`, "signal", false},
+		{"signal", `{"tag":"exists","signal":"SIGNOPE"}`, "signal", false},
+		{"signal", `{"tag":"exists","signal":100000}`, "signal", false},
+		{"wait", `{"tag":"exists","timeout":"soon"}`, "timeout", false},
+		{"shutdown", `{"timeout":"soon"}`, "timeout", false},
 	}
 }
