@@ -3,6 +3,8 @@ package tests
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -262,4 +264,46 @@ func TestPendingWaitReturnsWhenToolIsStoppedOrSidecarShutsDown(t *testing.T) {
 		t.Fatal("wait did not return when the sidecar shut down")
 	}
 	sc.Wait()
+}
+
+// manyWaits is more blocking calls than docs/protocol.md's in-flight limit
+// (1024), past which the sidecar stops reading its input.
+const manyWaits = 1100
+
+func sendManyWaits(r *rawConn, tag string) {
+	var b strings.Builder
+	for i := 0; i < manyWaits; i++ {
+		b.WriteString(request(100000+i, "wait", map[string]any{"tag": tag}) + "\n")
+	}
+	r.sendWait([]byte(b.String()))
+}
+
+func TestStopGetsThroughMoreBlockingCallsThanTheInFlightLimit(t *testing.T) {
+	t.Parallel()
+	r := startRaw(t, false)
+	var info client.ProcessInfo
+	r.mustResult(1, "create", map[string]any{"tag": "waited", "argv": []string{"/bin/sleep", "1000"}}, &info)
+	sendManyWaits(r, "waited")
+	// A host waiting on a tool from many threads must still be able to stop
+	// it; otherwise neither the waits nor the stop ever return.
+	r.sendWait(r.frame(request(2, "stop", map[string]any{"tag": "waited"})))
+	if _, ok := r.within("2", 10*time.Second); !ok {
+		t.Fatalf("stop unanswered 10 s after %d pending waits: the sidecar stopped reading its input", manyWaits)
+	}
+	for i := 0; i < manyWaits; i++ {
+		if _, ok := r.within(strconv.Itoa(100000+i), 10*time.Second); !ok {
+			t.Fatalf("wait %d never returned after the tool was stopped", i)
+		}
+	}
+}
+
+func TestStdinEOFIsNoticedWithMoreBlockingCallsThanTheInFlightLimit(t *testing.T) {
+	t.Parallel()
+	r := startRaw(t, false)
+	var info client.ProcessInfo
+	r.mustResult(1, "create", map[string]any{"tag": "waited", "argv": []string{"/bin/sleep", "1000"}}, &info)
+	tool := mustIdentify(t, info.Pid)
+	sendManyWaits(r, "waited")
+	r.in.Close() // the host says goodbye
+	waitGone(t, "tool after EOF on stdin with many calls in flight", 3*time.Second+graceMargin, []procID{tool})
 }

@@ -398,6 +398,31 @@ func (r *rawConn) take(match func(rawMsg) bool) rawMsg {
 	}
 }
 
+// within is until with its own deadline; ok is false if it passed.
+func (r *rawConn) within(id string, d time.Duration) (m rawMsg, ok bool) {
+	r.t.Helper()
+	match := func(m rawMsg) bool { return m.Method == "" && string(m.ID) == id }
+	for i, m := range r.stash {
+		if match(m) {
+			r.stash = append(r.stash[:i:i], r.stash[i+1:]...)
+			return m, true
+		}
+	}
+	end := time.After(d)
+	for {
+		select {
+		case m = <-r.msgs:
+			r.all = append(r.all, m)
+			if match(m) {
+				return m, true
+			}
+			r.stash = append(r.stash, m)
+		case <-end:
+			return rawMsg{}, false
+		}
+	}
+}
+
 // until takes the reply whose id is the JSON text id.
 func (r *rawConn) until(id string) rawMsg {
 	r.t.Helper()
