@@ -292,6 +292,9 @@ func truncate(b []byte) string {
 // params nil is sent as {}. If result is non-nil the reply's result is decoded
 // into it. An error reply is returned as *RPCError.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if params == nil {
 		params = struct{}{}
 	}
