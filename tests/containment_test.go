@@ -516,9 +516,9 @@ func TestStdoutFdCannotBeTheProtocolStream(t *testing.T) {
 	t.Parallel()
 	for _, fd := range []string{"0", "1"} {
 		for _, flag := range []string{"--stdout-fd", "--stderr-fd"} {
-			cmd := exec.Command(binary, flag, fd)
-			cmd.Stdin = nil // /dev/null: if it starts anyway, EOF ends it
-			out, err := cmd.CombinedOutput()
+			// stdin is the pipe runRegistered closes: if it starts anyway,
+			// EOF ends it.
+			out, err := runRegistered(binary, flag, fd)
 			if err == nil {
 				t.Errorf("%s %s accepted (output %q); \"inherit\" output would go into the protocol pipes", flag, fd, out)
 			}

@@ -3,7 +3,6 @@ package tests
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -47,7 +46,7 @@ func TestHelloIdentifiesTheSidecar(t *testing.T) {
 
 func TestVersionAndHelpFlagsExitZeroWithoutServing(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command(binary, "--version").CombinedOutput()
+	out, err := runRegistered(binary, "--version")
 	if err != nil {
 		t.Fatalf("--version: %v\n%s", err, out)
 	}
@@ -59,7 +58,7 @@ func TestVersionAndHelpFlagsExitZeroWithoutServing(t *testing.T) {
 	if !strings.Contains(string(out), h.Version) {
 		t.Errorf("--version printed %q, hello says version %q", out, h.Version)
 	}
-	out, err = exec.Command(binary, "--help").CombinedOutput()
+	out, err = runRegistered(binary, "--help")
 	if err != nil {
 		t.Fatalf("--help: %v\n%s", err, out)
 	}

@@ -1,9 +1,11 @@
 package tests
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -347,4 +349,30 @@ func dedupe(ids []procID) []procID {
 		}
 	}
 	return out
+}
+
+// runRegistered runs a short-lived command and returns its combined output
+// and exit error, like exec.Cmd.CombinedOutput — but the child is listed in
+// execChildren before it can exit. This test process is a subreaper that
+// reaps adopted zombies by pid; a direct child that died before being listed
+// could be reaped by mistake, and its Wait would then fail with ECHILD. The
+// child waits on a pipe (a shell's read, then exec of the command, same pid)
+// until it is listed.
+func runRegistered(name string, args ...string) ([]byte, error) {
+	var out bytes.Buffer
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `read _ && exec "$@"`, "sh", name}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	go1, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	execChildren.Store(cmd.Process.Pid, true)
+	go1.Write([]byte("go\n"))
+	go1.Close()
+	err = cmd.Wait()
+	execChildren.Delete(cmd.Process.Pid)
+	return out.Bytes(), err
 }
