@@ -27,7 +27,18 @@ type procTable struct {
 	taken   time.Time
 	entries []procEntry
 	tags    map[procKey]string // tag of this session's processes; "" for others
+	// unread: processes whose environment read empty, since when.
+	// They are read again in every snapshot for envSettle, then taken as not ours.
+	unread   map[procKey]time.Time
+	unsettle bool // some process in unread is younger than envSettle
 }
+
+// envSettle is how long a process whose environment reads empty is read
+// again before it counts as not ours. A process in the middle of an execve
+// shows an empty environ for a moment (the kernel sets the new one up after
+// switching the memory map); one started with an empty environment or a
+// kernel thread shows it for good.
+const envSettle = 50 * time.Millisecond
 
 type procKey struct {
 	pid   int
@@ -37,7 +48,7 @@ type procKey struct {
 const snapshotTTL = 2 * time.Millisecond
 
 func newProcTable(session string) *procTable {
-	return &procTable{session: session, self: os.Getpid(), tags: make(map[procKey]string)}
+	return &procTable{session: session, self: os.Getpid(), tags: make(map[procKey]string), unread: make(map[procKey]time.Time)}
 }
 
 // refresh takes a new snapshot unless the current one is fresh. Called with mu held.
@@ -52,6 +63,8 @@ func (pt *procTable) refresh() {
 	pt.entries = entries
 	pt.taken = time.Now()
 	seen := make(map[procKey]string, len(entries))
+	unread := make(map[procKey]time.Time)
+	pt.unsettle = false
 	for _, e := range entries {
 		if e.zombie || e.pid == pt.self {
 			continue
@@ -59,21 +72,47 @@ func (pt *procTable) refresh() {
 		k := procKey{e.pid, e.start}
 		tag, ok := pt.tags[k]
 		if !ok {
-			tag = pt.attribute(e.pid)
+			var known bool
+			if tag, known = pt.attribute(e.pid); !known {
+				since, ok := pt.unread[k]
+				if !ok {
+					since = pt.taken
+				}
+				if pt.taken.Sub(since) < envSettle {
+					unread[k] = since // read again in the next snapshot
+					pt.unsettle = true
+					continue
+				}
+			}
 		}
 		seen[k] = tag
 	}
 	pt.tags = seen // drop entries of processes that are gone
+	pt.unread = unread
+}
+
+// unsettled reports whether some process's environment could not be read yet
+// (see envSettle): a caller that found no member should look again.
+func (pt *procTable) unsettled() bool {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	pt.refresh()
+	return pt.unsettle
 }
 
 // attribute reads the process's environment and returns its PROCMGR_TAG when
-// its PROCMGR_SESSION is ours, or "".
-func (pt *procTable) attribute(pid int) string {
+// its PROCMGR_SESSION is ours, or "". known is false when the environment
+// read empty: a process in the middle of an execve shows an empty environ for
+// a moment (see envSettle), so such a reading must not be cached. One that
+// cannot be read at all (gone, another user's) is not ours.
+func (pt *procTable) attribute(pid int) (tag string, known bool) {
 	env, err := host.environ(pid)
 	if err != nil {
-		return ""
+		return "", true
 	}
-	var tag string
+	if len(env) == 0 {
+		return "", !hasExecutable(pid) // a kernel thread has none, and no environment ever
+	}
 	var ours bool
 	for _, kv := range bytes.Split(env, []byte{0}) {
 		if v, ok := bytes.CutPrefix(kv, []byte(EnvSession+"=")); ok {
@@ -83,9 +122,9 @@ func (pt *procTable) attribute(pid int) string {
 		}
 	}
 	if !ours {
-		return ""
+		return "", true
 	}
-	return tag
+	return tag, true
 }
 
 // members lists the live (non-zombie) processes of a tool: those in its

@@ -124,7 +124,7 @@ func (m *Manager) awaitGone(t *tool, r *run, deadline time.Time, each func()) bo
 	for {
 		select {
 		case <-r.exited:
-			if len(m.membersOf(t, r)) == 0 {
+			if len(m.membersOf(t, r)) == 0 && !m.procs.unsettled() {
 				return true
 			}
 		default:
@@ -274,7 +274,7 @@ func (m *Manager) sweep() {
 			KillCgroupTree(m.cg.Dir())
 		}
 		pids := m.procs.sessionMembers()
-		if len(pids) == 0 || time.Now().After(deadline) {
+		if (len(pids) == 0 && !m.procs.unsettled()) || time.Now().After(deadline) {
 			if len(pids) > 0 {
 				m.log.Error("session processes survive SIGKILL", "pids", pids)
 			}

@@ -317,19 +317,20 @@ func (s *sweeper) await(stdin *os.File, deathSig <-chan os.Signal) string {
 	}
 }
 
-// sweep kills the session round after round until a round finds nothing or
-// killWait passes. It returns how many processes it signalled and the pids
-// still there at the end.
+// sweep kills the session round after round until a round finds nothing and
+// leaves no environment to read again, or killWait passes. It returns how
+// many processes it signalled and the pids still there at the end.
 func (s *sweeper) sweep() (killed int, left []int) {
 	deadline := time.Now().Add(killWait)
 	pause := time.Millisecond
 	seen := map[int]bool{}
+	unreadable := map[procKey]time.Time{} // first seen with an empty environ
 	for {
-		found := s.round()
+		found, pending := s.round(unreadable)
 		for _, pid := range found {
 			seen[pid] = true
 		}
-		if len(found) == 0 {
+		if len(found) == 0 && !pending {
 			return len(seen), nil
 		}
 		if time.Now().After(deadline) {
@@ -341,9 +342,9 @@ func (s *sweeper) sweep() (killed int, left []int) {
 }
 
 // round SIGKILLs every live process of the session once and returns their
-// pids (a process may be listed twice).
-func (s *sweeper) round() []int {
-	var found []int
+// pids (a process may be listed twice), and whether some process's
+// environment must be read again (see envSettle).
+func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending bool) {
 	if s.cfg.Cgroup != "" {
 		KillCgroupTree(s.cfg.Cgroup)
 		found = append(found, cgroupTreePids(s.cfg.Cgroup)...)
@@ -351,7 +352,7 @@ func (s *sweeper) round() []int {
 	entries, err := host.processes()
 	if err != nil {
 		s.log.Warn("cannot list processes", "err", err)
-		return found
+		return found, true
 	}
 	bySid := s.cfg.SidecarLeadsSession
 	for _, e := range entries {
@@ -366,35 +367,50 @@ func (s *sweeper) round() []int {
 		if e.zombie || e.pid <= 1 || e.pid == s.self || e.pid == s.cfg.SidecarPid {
 			continue
 		}
-		if !s.member(e.pid, bySid) {
+		ours, known := s.member(e.pid, bySid)
+		if !known {
+			k := procKey{e.pid, e.start}
+			first, ok := unreadable[k]
+			if !ok {
+				first = time.Now()
+				unreadable[k] = first
+			}
+			pending = pending || time.Since(first) < envSettle
 			continue
 		}
-		if err := unix.Kill(e.pid, unix.SIGKILL); err == nil {
-			found = append(found, e.pid)
+		if ours {
+			if err := unix.Kill(e.pid, unix.SIGKILL); err == nil {
+				found = append(found, e.pid)
+			}
 		}
 	}
-	return found
+	return found, pending
 }
 
 // member reports whether pid belongs to the session: it carries its mark, or
-// (bySid) it is in the session the sidecar led.
-func (s *sweeper) member(pid int, bySid bool) bool {
+// (bySid) it is in the session the sidecar led. known is false when its
+// environment read empty although it is a user process (it has an
+// executable; kernel threads have none): it may be in the middle of an exec.
+func (s *sweeper) member(pid int, bySid bool) (ours, known bool) {
 	if bySid {
 		if sid, err := unix.Getsid(pid); err == nil && sid == s.cfg.SidecarPid {
-			return true
+			return true, true
 		}
 	}
 	env, err := host.environ(pid)
 	if err != nil {
-		return false
+		return false, true // gone, or not ours to read
+	}
+	if len(env) == 0 {
+		return false, !hasExecutable(pid)
 	}
 	want := []byte(EnvSession + "=" + s.cfg.Session)
 	for _, kv := range bytes.Split(env, []byte{0}) {
 		if bytes.Equal(kv, want) {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return false, true
 }
 
 // cgroupTreePids lists the processes of dir and of its child cgroups.

@@ -59,3 +59,6 @@ func watchExit(pid int, log *slog.Logger) <-chan struct{} {
 	}()
 	return done
 }
+
+// hasExecutable: environments are not read on macOS, so never asked.
+func hasExecutable(int) bool { return true }

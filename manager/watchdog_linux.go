@@ -2,6 +2,8 @@ package manager
 
 import (
 	"log/slog"
+	"os"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -54,4 +56,11 @@ func watchExit(pid int, log *slog.Logger) <-chan struct{} {
 		}
 	}()
 	return done
+}
+
+// hasExecutable tells a user process from a kernel thread, whose exe link
+// does not resolve.
+func hasExecutable(pid int) bool {
+	_, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	return err == nil
 }
