@@ -15,21 +15,34 @@ program spoken to over JSON-RPC on stdin/stdout)::
 is shut down at interpreter exit.  If the host dies any other way (SIGKILL,
 segfault, OOM), the sidecar notices and stops every tool.
 
+Supervisor-grade features: ``output=output_option.PIPE`` captures output
+(``Process.read_output``, ``Process.stdout``, ``Process.wait_for_output``),
+``ready=Ready.output(...)``/``path``/``tcp`` waits until a tool is ready,
+``restart=Restart(...)`` brings a crashed tool back with backoff,
+``stdin=output_option.PIPE`` with ``Process.write_stdin``, and
+``manager.on_state(callback)`` hears every state change.
+
 Errors are raised, never printed: TagInUseError, NoSuchTagError, SpawnError,
-SidecarError, all subclasses of ProcMgrError.
+SidecarError, NotReadyError, ProcMgrTimeoutError, OutputEndedError, all
+subclasses of ProcMgrError.
 """
 
 from __future__ import annotations
 
 from ._errors import (
     NoSuchTagError,
+    NotReadyError,
+    OutputEndedError,
     ProcMgrError,
+    ProcMgrTimeoutError,
     SidecarError,
     SpawnError,
     TagInUseError,
 )
 from ._info import ProcessInfo, output_option
 from ._manager import Process, ProcessManager
+from ._options import Ready, Restart
+from ._output import OutputChunk, OutputStream
 
 __all__ = [
     "procmgr",
@@ -37,11 +50,18 @@ __all__ = [
     "Process",
     "ProcessInfo",
     "output_option",
+    "Ready",
+    "Restart",
+    "OutputChunk",
+    "OutputStream",
     "ProcMgrError",
     "TagInUseError",
     "NoSuchTagError",
     "SpawnError",
     "SidecarError",
+    "NotReadyError",
+    "ProcMgrTimeoutError",
+    "OutputEndedError",
 ]
 
 __version__ = "0.1.0"

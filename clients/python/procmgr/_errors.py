@@ -9,10 +9,17 @@ sidecar map onto the subclasses:
 -32002   :class:`NoSuchTagError`
 -32003   :class:`SpawnError`
 -32004   :class:`SidecarError` (the sidecar is shutting down)
+-32005   :class:`NotReadyError`
 =======  ======================
 
 A sidecar that dies, stops answering, or cannot be started also gives
 :class:`SidecarError`; its message names the sidecar's log file.
+
+Two errors come from the client's own waits rather than from a reply:
+:class:`ProcMgrTimeoutError` (also a builtin ``TimeoutError``) when a bounded
+wait for output or for room on a tool's stdin runs out, and
+:class:`OutputEndedError` (also an ``EOFError``) when the output a caller
+waits for can no longer come because the tool exited for good.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ __all__ = [
     "NoSuchTagError",
     "SpawnError",
     "SidecarError",
+    "NotReadyError",
+    "ProcMgrTimeoutError",
+    "OutputEndedError",
     "error_from_rpc",
 ]
 
@@ -70,11 +80,47 @@ class SidecarError(ProcMgrError):
     """The sidecar died, stopped answering, is shutting down (-32004), or could not start."""
 
 
+class NotReadyError(ProcMgrError):
+    """``create(..., ready=...)``: the readiness condition did not hold in time,
+    or the tool exited first (code -32005).  The tool was stopped (nothing of
+    it remains) and the tag is free again."""
+
+
+class ProcMgrTimeoutError(ProcMgrError, TimeoutError):
+    """A bounded client-side wait ran out: ``wait_for_output``, a read of
+    ``Process.stdout``/``stderr`` with a ``timeout``, ``write_stdin_all``.
+
+    The tool is left as it is.  ``output`` holds the last lines of output seen
+    (``wait_for_output``), ``written`` how many bytes went in
+    (``write_stdin_all``); each is None where it does not apply.
+    """
+
+    def __init__(self, message: str, *, tag: Optional[str] = None,
+                 output: Optional[str] = None, written: Optional[int] = None) -> None:
+        super().__init__(message, tag=tag)
+        self.output = output
+        self.written = written
+
+
+class OutputEndedError(ProcMgrError, EOFError):
+    """``wait_for_output``: the stream ended before the pattern showed up, and
+    no restart will bring the tool back (it exited, became fatal, or was
+    stopped).  ``returncode`` is the tool's last known status and ``output``
+    the last lines of output seen."""
+
+    def __init__(self, message: str, *, tag: Optional[str] = None,
+                 returncode: Optional[int] = None, output: Optional[str] = None) -> None:
+        super().__init__(message, tag=tag)
+        self.returncode = returncode
+        self.output = output
+
+
 _BY_CODE = {
     -32001: TagInUseError,
     -32002: NoSuchTagError,
     -32003: SpawnError,
     -32004: SidecarError,
+    -32005: NotReadyError,
 }
 
 

@@ -19,8 +19,13 @@ class output_option(enum.Enum):
     * ``STDOUT`` -- the host's own stdout and stderr (its terminal, or whatever
       the host's fds 1 and 2 were when the manager started).  The tool never
       writes into the protocol stream.
-    * ``PIPE`` -- captured by the sidecar.  Only available when the sidecar
-      announces the "capture" feature; otherwise ``create`` raises ProcMgrError.
+    * ``PIPE`` -- captured by the sidecar: stdout and stderr are each kept in
+      a ring buffer (1 MiB unless ``capture_size=`` says otherwise), read with
+      ``Process.read_output``, ``Process.stdout``/``stderr`` and
+      ``Process.wait_for_output``.  As ``create(..., stdin=PIPE)`` it gives the
+      tool a stdin pipe fed by ``Process.write_stdin``.  Needs a sidecar that
+      announces the "capture" (or "stdin") feature; otherwise ``create``
+      raises ProcMgrError.
     """
 
     PIPE = "pipe"
@@ -86,7 +91,7 @@ def returncode_of(exit_code: Any, signal_name: Any) -> Optional[int]:
     return None
 
 
-_STATE_RANK = {"running": 0, "stopping": 1, "exited": 2}
+_STATE_RANK = {"running": 0, "stopping": 1, "exited": 2, "fatal": 3}
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ class ProcessInfo:
 
     ``returncode`` follows subprocess: None while the tool runs, its exit
     status once it exited, or minus the signal number when a signal killed it.
+    ``state`` is "running", "stopping", "exited" or "fatal" (its restart
+    policy gave up); ``pid``, ``started_at``, ``exit_code``... describe the
+    current (or last) run, and ``restarts`` counts the runs the restart
+    policy started.
     """
 
     tag: str
@@ -107,6 +116,7 @@ class ProcessInfo:
     signal: Optional[str]
     started_at: Optional[datetime.datetime]
     exited_at: Optional[datetime.datetime]
+    restarts: int = 0
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -125,17 +135,47 @@ class ProcessInfo:
             signal=obj.get("signal"),
             started_at=_parse_time(obj.get("started_at")),
             exited_at=_parse_time(obj.get("exited_at")),
+            restarts=_int(obj.get("restarts")),
             raw=dict(obj),
         )
 
     @property
     def exited(self) -> bool:
-        return self.state == "exited"
+        """The main process exited (state "exited" or "fatal")."""
+        return self.state in ("exited", "fatal")
+
+    @property
+    def fatal(self) -> bool:
+        """The restart policy gave up: the tool kept failing."""
+        return self.state == "fatal"
 
     @property
     def returncode(self) -> Optional[int]:
         return returncode_of(self.exit_code, self.signal)
 
     def newer_than(self, other: "ProcessInfo") -> bool:
-        """True if this snapshot is at least as far along the life cycle as ``other``."""
+        """True if this snapshot is at least as far along the life cycle as ``other``.
+
+        A later run (more restarts) is newer; within one run, the state decides.
+        """
+        if self.restarts != other.restarts:
+            return self.restarts > other.restarts
         return _STATE_RANK.get(self.state, -1) >= _STATE_RANK.get(other.state, -1)
+
+    def later_run_of(self, other: "ProcessInfo") -> bool:
+        """True if this snapshot is a run its restart policy started after ``other``'s run.
+
+        (A tag that was stopped and created again starts over at 0 restarts,
+        and its runs all started after the old tool's.)
+        """
+        if self.restarts <= other.restarts:
+            return False
+        if self.started_at is None or other.started_at is None:
+            return True
+        return self.started_at >= other.started_at
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value

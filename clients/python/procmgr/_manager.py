@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import base64
 import builtins
 import logging
 import os
+import re
 import signal as _signal
 import subprocess
 import threading
@@ -13,8 +15,10 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._errors import NoSuchTagError, ProcMgrError, SidecarError
+from ._errors import NoSuchTagError, ProcMgrError, ProcMgrTimeoutError, SidecarError
 from ._info import ProcessInfo, output_option, signal_number
+from ._options import MAX_SECONDS, Ready, Restart, ready_params, restart_params
+from ._output import STREAMS, OutputChunk, OutputStream, wait_for_output
 from ._transport import REPLY_MARGIN, Sidecar, find_binary
 
 __all__ = ["ProcessManager", "Process"]
@@ -25,8 +29,15 @@ logger = logging.getLogger("procmgr")
 SIDECAR_DEFAULT_STOP_TIMEOUT = 3.0
 #: A wait() without timeout asks the sidecar in slices of this many seconds.
 WAIT_SLICE = 30.0
+#: The most one write_stdin request carries (the rest is left for the next one).
+STDIN_CHUNK = 1 << 20
+#: The largest ring the sidecar accepts for a captured stream.
+MAX_CAPTURE_SIZE = 256 << 20
+#: The most one read_output reply may carry.
+MAX_READ_BYTES = 4 << 20
 
 ExitCallback = Callable[["Process"], Any]
+StateCallback = Callable[[str, ProcessInfo, int], Any]
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Every manager, so that fork and exit handling can find them.
@@ -36,7 +47,9 @@ _managers: "weakref.WeakSet[ProcessManager]" = weakref.WeakSet()
 class Process:
     """One tool started through a ProcessManager (CASA's process "container").
 
-    ``tag``, ``pid`` and ``argv`` never change.  Methods ask the sidecar for the
+    ``tag`` and ``argv`` never change; ``pid`` is the current run's (it
+    changes when a restart policy starts the tool again: the Process follows
+    its tag from ``create`` until ``stop``).  Methods ask the sidecar for the
     current state; once ``stop()`` released the tag (or the manager shut down),
     they raise NoSuchTagError instead of acting on whatever now has that tag.
     ``returncode`` still gives the last known status then.
@@ -47,9 +60,18 @@ class Process:
         self._generation = manager._generation  # which sidecar of the manager started it
         self._info = info
         self._released = False
+        self._restart: Optional[Restart] = None  # the policy, when this client created it
+        self._streams: Dict[str, OutputStream] = {}
         self.tag: str = info.tag
-        self.pid: int = info.pid
         self.argv: List[str] = builtins.list(info.argv)
+
+    @property
+    def pid(self) -> int:
+        """The pid of the tool's current (or last) run, as last seen.
+
+        A restart changes it; ``info().pid`` asks the sidecar.
+        """
+        return self._info.pid
 
     # -- state ---------------------------------------------------------------
 
@@ -73,8 +95,133 @@ class Process:
         return self._manager._refresh(self).alive
 
     def info(self) -> ProcessInfo:
-        """A fresh snapshot of the tool from the sidecar."""
+        """A fresh snapshot of the tool from the sidecar (``state`` may be "fatal")."""
         return self._manager._refresh(self)
+
+    @property
+    def restarts(self) -> int:
+        """How many runs the restart policy started (0 without one).
+
+        Asks the sidecar; once that is impossible (the tag was released) it is
+        the last known count.
+        """
+        if not self._released:
+            try:
+                return self._manager._refresh(self).restarts
+            except ProcMgrError:
+                pass
+        return self._info.restarts
+
+    # -- captured output -----------------------------------------------------
+
+    def read_output(
+        self,
+        stream: str = "stdout",
+        offset: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        wait: Optional[float] = None,
+        encoding: str = "text",
+    ) -> OutputChunk:
+        """Read captured output (``create(..., output=output_option.PIPE)``).
+
+        ``stream``: "stdout" or "stderr".  ``offset``: the byte offset to read
+        from (offsets count every byte the stream ever carried, across
+        restarts); default: the oldest byte the sidecar still keeps.
+        ``max_bytes``: at most this many bytes (default 1 MiB, at most 4 MiB).
+        ``wait``: when nothing lies beyond ``offset`` yet, wait up to this many
+        seconds for output or EOF (the sidecar holds its reply: no polling).
+        ``encoding``: "text" (str: UTF-8, invalid bytes replaced by U+FFFD,
+        never a character split across reads) or "bytes" (the exact bytes;
+        "base64" is accepted as a synonym).
+
+        Returns an OutputChunk(data, offset, overflow, eof); pass its
+        ``offset`` to the next call.  Output stays readable after the tool
+        exited, until ``stop()`` releases the tag.
+        """
+        return self._manager._read_output(self, stream, offset, max_bytes, wait, encoding)
+
+    @property
+    def stdout(self) -> OutputStream:
+        """The captured stdout as a read-only, line-iterable text file (see OutputStream).
+
+        The same object every time: its position is shared by its users.
+        """
+        return self._stream("stdout")
+
+    @property
+    def stderr(self) -> OutputStream:
+        """The captured stderr as a read-only, line-iterable text file (see OutputStream)."""
+        return self._stream("stderr")
+
+    def _stream(self, name: str) -> OutputStream:
+        s = self._streams.get(name)
+        if s is None:
+            s = self._streams.setdefault(name, OutputStream(self, name))
+        return s
+
+    def wait_for_output(
+        self,
+        pattern: Union[str, "re.Pattern[str]"],
+        timeout: Optional[float] = 10.0,
+        *,
+        stream: str = "stdout",
+        offset: Optional[int] = None,
+    ) -> "re.Match[str]":
+        """Wait until a line of captured output matches ``pattern`` and return the match.
+
+        Each line (without its newline) is searched with ``re.search``, from
+        ``offset`` (default: the oldest byte still kept, so a line printed
+        before this call counts too; ``offset=p.output_offset()`` looks only
+        at what comes next).  Waiting long-polls the sidecar.
+
+        Raises ProcMgrTimeoutError (a TimeoutError) when ``timeout`` seconds
+        pass first (None: no limit), and OutputEndedError (an EOFError) when
+        the stream ends and nothing will bring more: the tool exited and its
+        restart policy (if any) will not restart it, it became fatal, or it
+        was stopped.  A tool that is restarting is waited for.  Both errors
+        carry the last lines seen.  The tool is left as it is.
+        """
+        if timeout is not None:
+            _check_seconds(timeout, "timeout")
+        self._manager._check(self)
+        return wait_for_output(self, pattern, timeout, stream, offset)
+
+    def output_offset(self, stream: str = "stdout") -> int:
+        """The offset just past the newest byte of a captured stream (what it carried so far)."""
+        return self._manager._read_output(self, stream, 1 << 62, None, None, "bytes").offset
+
+    # -- stdin ---------------------------------------------------------------
+
+    def write_stdin(self, data: Union[str, bytes, bytearray, memoryview], eof: bool = False) -> int:
+        """Write to the tool's stdin pipe (``create(..., stdin=output_option.PIPE)``).
+
+        ``data``: str (sent as UTF-8) or bytes.  Returns how many bytes went
+        in, which can be fewer than given: the sidecar waits at most 10 ms for
+        room in the pipe, so a tool that does not read never blocks anyone
+        (send the rest later, or use ``write_stdin_all``).  With ``eof`` the
+        pipe is closed afterwards -- only if all of ``data`` went in, so no
+        byte is dropped silently.
+        """
+        return self._manager._write_stdin(self, data, eof)
+
+    def write_stdin_all(
+        self,
+        data: Union[str, bytes, bytearray, memoryview],
+        timeout: Optional[float] = 10.0,
+        eof: bool = False,
+    ) -> int:
+        """Write all of ``data`` to the tool's stdin, as fast as the tool reads it.
+
+        Returns the number of bytes written (all of them).  Raises
+        ProcMgrTimeoutError, whose ``written`` says how much went in, if that
+        takes longer than ``timeout`` seconds (None: no limit).  With ``eof``
+        the pipe is closed once everything went in.
+        """
+        return self._manager._write_stdin_all(self, data, timeout, eof)
+
+    def close_stdin(self) -> None:
+        """Close the tool's stdin pipe: the tool reads end-of-file.  Idempotent."""
+        self._manager._close_stdin(self)
 
     # -- actions -------------------------------------------------------------
 
@@ -113,9 +260,21 @@ class Process:
 
     def _update(self, info: ProcessInfo) -> None:
         # Snapshots can arrive out of order (a notification before a reply):
-        # never go back from "exited" to "running".
-        if info.pid == self.pid and info.newer_than(self._info):
+        # never go back from "exited" to "running", nor to an earlier run.
+        cur = self._info
+        if info.pid == cur.pid:
+            if info.newer_than(cur):
+                self._info = info
+        elif info.later_run_of(cur):
             self._info = info
+
+    def _owns(self, info: ProcessInfo) -> bool:
+        """``info`` describes this tool: its current run, or a later run of it."""
+        if info.tag != self.tag:
+            return False
+        if info.pid == self.pid or info.later_run_of(self._info):
+            return True
+        return self._manager._objects.get((info.tag, info.pid)) is self
 
     def __repr__(self) -> str:
         info = self._info
@@ -165,6 +324,7 @@ class ProcessManager:
         self._log_level = log_level
         self._is_default = _lazy
         self._callbacks: List[ExitCallback] = []
+        self._state_callbacks: List[StateCallback] = []
         self._reset()
         _managers.add(self)
         if not _lazy:
@@ -184,9 +344,18 @@ class ProcessManager:
             weakref.WeakValueDictionary()
         )
         self._tool_stop_timeouts: Dict[str, float] = {}
+        self._reset_events()
         # Bumped for every new sidecar: a Process of an earlier one (before a
         # shutdown of the default manager, or inherited through fork) is dead.
         self._generation = getattr(self, "_generation", 0) + 1
+
+    def _reset_events(self) -> None:
+        """Fresh state-event bookkeeping (every sidecar numbers its events from 1)."""
+        self._event_cond = threading.Condition()
+        self._last_seq = 0
+        self._missed = 0
+        self._tag_seq: Dict[str, int] = {}  # seq of the latest state event of each tag
+        self._tag_state: Dict[str, str] = {}  # and its state
 
     # -- the sidecar ---------------------------------------------------------------
 
@@ -214,6 +383,7 @@ class ProcessManager:
                     raise ProcMgrError("this ProcessManager was shut down")
                 binary = find_binary(self._binary_arg)
                 self._generation += 1
+                self._reset_events()
                 self._sidecar = Sidecar(
                     binary,
                     stop_timeout=self._stop_timeout,
@@ -262,6 +432,21 @@ class ProcessManager:
         """The session id every tool carries in PROCMGR_SESSION (from hello; "" if not sent)."""
         return str(self._connection().hello.get("session", ""))
 
+    @property
+    def last_event_seq(self) -> int:
+        """The ``seq`` of the latest state event received from the current sidecar (0: none yet)."""
+        return self._last_seq
+
+    @property
+    def missed_events(self) -> int:
+        """How many state events the current sidecar sent that never arrived.
+
+        Events are numbered 1, 2, 3... per sidecar; a gap (the sidecar drops
+        notifications when the host does not read them fast enough) is
+        counted here and logged as a warning.
+        """
+        return self._missed
+
     # -- the CASA API ----------------------------------------------------------
 
     def create(
@@ -273,17 +458,43 @@ class ProcessManager:
         cwd: Optional[PathLike] = None,
         env: Optional[Mapping[str, Optional[str]]] = None,
         stop_timeout: Optional[float] = None,
+        clear_env: bool = False,
+        stdin: Any = None,
+        ready: Union[Ready, Dict[str, Any], None] = None,
+        restart: Union[Restart, str, Dict[str, Any], None] = None,
+        capture_size: Optional[int] = None,
+        capture_file: Any = None,
+        capture_file_max_bytes: Optional[int] = None,
+        capture_file_backups: Optional[int] = None,
     ) -> Process:
-        """Start a tool under ``tag`` and return its Process once it has been exec'd.
+        """Start a tool under ``tag`` and return its Process once it has been exec'd
+        (and, with ``ready``, once it is ready).
 
         ``argv``: a list (argv[0] without a slash is looked up in PATH), or a
         str naming a single executable (no shell).  ``output``: an
         output_option, or a file path that receives both stdout and stderr
-        (appended).  ``cwd``: default the host's current directory.  ``env``:
-        extra variables merged over the host's *current* os.environ (a value
-        of None removes a variable) -- unlike subprocess, where env replaces
-        the environment.  ``stop_timeout``: seconds between the stop signal
-        and SIGKILL for this tool.
+        (appended); ``output_option.PIPE`` captures stdout and stderr in the
+        sidecar (see ``Process.read_output``).  ``cwd``: default the host's
+        current directory.  ``env``: extra variables merged over the host's
+        *current* os.environ (a value of None removes a variable) -- unlike
+        subprocess, where env replaces the environment; with ``clear_env``
+        the tool gets only ``env`` (plus PROCMGR_TAG and PROCMGR_SESSION).
+        ``stop_timeout``: seconds between the stop signal and SIGKILL for
+        this tool.
+
+        ``stdin``: None (/dev/null) or ``output_option.PIPE`` (fed by
+        ``Process.write_stdin``).  ``ready``: ``Ready.output(regex)``,
+        ``Ready.path(file)`` or ``Ready.tcp(port)`` (or the protocol's dict):
+        returns only once it holds, else the tool is stopped and
+        NotReadyError raised.  ``restart``: ``Restart(...)``, a policy name
+        ("never", "on-failure", "always") or the protocol's dict.
+
+        Capture options (need ``output=output_option.PIPE``), per stream:
+        ``capture_size`` (ring bytes, default 1 MiB), ``capture_file`` (also
+        append the output to a file: a path gets stdout, and stderr goes to
+        the same path plus ".stderr"; or a pair ``(stdout_path,
+        stderr_path)``, either None), rotated at ``capture_file_max_bytes``
+        (default 10 MiB) keeping ``capture_file_backups`` old files (default 3).
 
         Raises TagInUseError if the tag is in use and SpawnError (with the OS
         reason) if the tool cannot start; CASA printed and returned None.
@@ -298,9 +509,31 @@ class ProcessManager:
             raise ValueError("argv must not be empty")
         sc = self._connection()
         params: Dict[str, Any] = {"tag": tag, "argv": args}
-        params.update(_output_params(output, sc.features))
+        capture = _capture_options(
+            output, capture_size, capture_file, capture_file_max_bytes, capture_file_backups
+        )
+        params.update(_output_params(output, sc.features, capture))
         params["cwd"] = _str_path(cwd, "cwd") if cwd is not None else os.getcwd()
-        environ = dict(os.environ)
+        if stdin is not None and stdin is not output_option.DISCARD and stdin != "null":
+            if stdin is output_option.PIPE or stdin == "pipe" or stdin is True:
+                _require(sc.features, "stdin", "a stdin pipe (stdin=output_option.PIPE)")
+                params["stdin"] = "pipe"
+            else:
+                raise ValueError("stdin must be None or output_option.PIPE, not %r" % (stdin,))
+        reply_wait: Optional[float] = None
+        ready_spec = None
+        if ready is not None:
+            ready_spec = ready_params(ready)
+            _require(sc.features, "readiness", "readiness conditions (ready=)")
+            params["ready"] = ready_spec.to_json()
+            grace = stop_timeout if stop_timeout is not None else self._stop_grace(tag)
+            reply_wait = ready_spec.wait_seconds + grace + REPLY_MARGIN
+        restart_spec = None
+        if restart is not None:
+            restart_spec = restart_params(restart)
+            _require(sc.features, "restart", "restart policies (restart=)")
+            params["restart"] = restart_spec.to_json()
+        environ = {} if clear_env else dict(os.environ)
         if env is not None:
             for key, value in env.items():
                 if not isinstance(key, str) or not key or "=" in key:
@@ -316,12 +549,14 @@ class ProcessManager:
         if stop_timeout is not None:
             _check_seconds(stop_timeout, "stop_timeout")
             params["stop_timeout"] = stop_timeout
-        result = sc.call("create", params)
+        result = sc.call("create", params, reply_wait)
         info = ProcessInfo.from_json(result)
         if stop_timeout is not None:
             with self._reg_lock:
                 self._tool_stop_timeouts[tag] = float(stop_timeout)
-        return self._adopt(info, register=True)
+        proc = self._adopt(info, register=True)
+        proc._restart = restart_spec
+        return proc
 
     def running(self, tag: str) -> bool:
         """True while ``tag`` is in use: from create until stop, even after the tool crashed."""
@@ -366,6 +601,30 @@ class ProcessManager:
         """Undo on_exit(callback)."""
         try:
             self._callbacks.remove(callback)
+        except ValueError:
+            pass
+
+    def on_state(self, callback: StateCallback) -> StateCallback:
+        """Call ``callback(state, info, seq)`` on every state change of every tool.
+
+        ``state``: "started", "ready", "exited", "restarting", "fatal" or
+        "stopped"; ``info``: the ProcessInfo snapshot the sidecar sent with it
+        (``info.tag``, ``info.pid`` of the run concerned, ``info.restarts``...);
+        ``seq``: the event's number, 1, 2, 3... per sidecar.  Callbacks run on
+        the dispatcher thread in ``seq`` order, one at a time (an exception is
+        logged); they may call the manager.  A gap in ``seq`` is logged as a
+        warning and counted in ``missed_events``.  Returns the callback, so
+        this also works as a decorator.
+        """
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self._state_callbacks.append(callback)
+        return callback
+
+    def remove_on_state(self, callback: StateCallback) -> None:
+        """Undo on_state(callback)."""
+        try:
+            self._state_callbacks.remove(callback)
         except ValueError:
             pass
 
@@ -441,9 +700,18 @@ class ProcessManager:
     # -- Process operations ------------------------------------------------------
 
     def _adopt(self, info: ProcessInfo, register: bool) -> Process:
-        """The one Process object for (tag, pid), updated with ``info``."""
+        """The one Process object for (tag, pid), updated with ``info``.
+
+        A later run of the tool now using the tag (a restart) belongs to that
+        tool's Process too.
+        """
         with self._reg_lock:
             key = (info.tag, info.pid)
+            cur = self._current.get(info.tag)
+            if cur is not None and not cur._released and info.later_run_of(cur._info):
+                cur._update(info)
+                self._objects[key] = cur
+                return cur
             proc = self._objects.get(key)
             if proc is None:
                 proc = Process(self, info)
@@ -476,7 +744,7 @@ class ProcessManager:
             )
         with self._reg_lock:
             cur = self._current.get(proc.tag)
-        if cur is not None and cur is not proc and cur.pid != proc.pid:
+        if cur is not None and cur is not proc:
             proc._released = True
             raise NoSuchTagError(
                 "tag %r now names another process (pid %d, not %d)" % (proc.tag, cur.pid, proc.pid),
@@ -497,13 +765,14 @@ class ProcessManager:
             self._release(proc)
             raise NoSuchTagError("tag %r is not in use" % proc.tag, tag=proc.tag)
         info = ProcessInfo.from_json(result)
-        if info.pid != proc.pid:
+        if not proc._owns(info):
             proc._released = True
             raise NoSuchTagError(
                 "tag %r now names another process (pid %d, not %d)" % (proc.tag, info.pid, proc.pid),
                 tag=proc.tag,
             )
-        return self._adopt(info, register=True)._info
+        self._adopt(info, register=True)
+        return proc._info
 
     def _stop_grace(self, tag: str) -> float:
         with self._reg_lock:
@@ -525,7 +794,7 @@ class ProcessManager:
             self._release(proc)
             raise
         info = ProcessInfo.from_json(result)
-        if info.pid == proc.pid:
+        if proc._owns(info):
             proc._update(info)
         self._release(proc)
         return proc._info.returncode
@@ -542,14 +811,17 @@ class ProcessManager:
                 slice_ = max(0.0, deadline - time.monotonic())
             result = self._call("wait", {"tag": proc.tag, "timeout": slice_}, slice_ + REPLY_MARGIN)
             info = ProcessInfo.from_json(result)
-            if info.pid != proc.pid:
+            if not proc._owns(info):
                 proc._released = True
                 raise NoSuchTagError(
                     "tag %r now names another process" % proc.tag, tag=proc.tag
                 )
             proc._update(info)
+            # The sidecar answers early only once the tool exited for good; at
+            # the end of a slice, a tool waiting for a restart is not done.
             if not info.alive and info.returncode is not None:
-                return info.returncode
+                if info.state == "fatal" or not self._restart_pending(proc, info):
+                    return info.returncode
             if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(proc.argv, timeout)  # type: ignore[arg-type]
 
@@ -560,9 +832,169 @@ class ProcessManager:
             raise ValueError("unknown signal %r" % (sig,))
         self._call("signal", {"tag": proc.tag, "signal": num})
 
+    def _restart_pending(self, proc: Process, info: ProcessInfo) -> bool:
+        """Will the restart policy start the exited tool ``info`` describes again?"""
+        if info.state == "fatal" or info.alive:
+            return False
+        if proc._restart is not None:
+            return proc._restart.wants_restart(info.returncode)
+        # A tool this client did not create: trust the latest state event.
+        return self._tag_event_state(proc.tag) == "restarting"
+
+    # -- captured output and stdin ---------------------------------------------------
+
+    def _read_output(
+        self,
+        proc: Process,
+        stream: str,
+        offset: Optional[int],
+        max_bytes: Optional[int],
+        wait: Optional[float],
+        encoding: str,
+    ) -> OutputChunk:
+        if stream not in STREAMS:
+            raise ValueError("stream must be 'stdout' or 'stderr', not %r" % (stream,))
+        if encoding not in ("text", "bytes", "base64"):
+            raise ValueError("encoding must be 'text' or 'bytes', not %r" % (encoding,))
+        params: Dict[str, Any] = {"tag": proc.tag, "stream": stream}
+        if offset is not None:
+            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+                raise ValueError("offset must be a non-negative int, not %r" % (offset,))
+            params["offset"] = offset
+        if max_bytes is not None:
+            if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+                raise ValueError("max_bytes must be a positive int, not %r" % (max_bytes,))
+            params["max_bytes"] = min(max_bytes, MAX_READ_BYTES)
+        if wait:
+            _check_seconds(wait, "wait")
+            params["wait"] = min(float(wait), MAX_SECONDS)
+        if encoding != "text":
+            params["encoding"] = "base64"
+        self._check(proc)
+        try:
+            result = self._call("read_output", params, (wait or 0.0) + REPLY_MARGIN)
+        except NoSuchTagError:
+            self._release(proc)
+            raise
+        except ProcMgrError as exc:
+            if exc.code == -32602 and "not captured" in exc.message:
+                raise ProcMgrError(
+                    "%s of %r is not captured: create it with output=output_option.PIPE (%s)"
+                    % (stream, proc.tag, exc.message),
+                    code=exc.code, data=exc.data, tag=proc.tag,
+                ) from None
+            raise
+        if not isinstance(result, dict):
+            raise ProcMgrError("read_output: malformed reply %r" % (result,), tag=proc.tag)
+        data = result.get("data") or ""
+        if encoding != "text":
+            data = base64.b64decode(data)
+        return OutputChunk(
+            data=data,
+            offset=int(result.get("offset") or 0),
+            overflow=bool(result.get("overflow")),
+            eof=bool(result.get("eof")),
+        )
+
+    def _write_stdin(self, proc: Process, data: Any, eof: bool) -> int:
+        raw = _stdin_bytes(data)
+        self._check(proc)
+        piece = raw[:STDIN_CHUNK]
+        params: Dict[str, Any] = {"tag": proc.tag}
+        if piece:
+            if isinstance(data, str) and len(piece) == len(raw):
+                params["data"] = data
+            else:
+                params["data_base64"] = base64.b64encode(piece).decode("ascii")
+        if eof and not piece:
+            params["eof"] = True
+        written = self._stdin_call(proc, params)
+        if eof and piece and written == len(raw):
+            self._stdin_call(proc, {"tag": proc.tag, "eof": True})
+        return written
+
+    def _stdin_call(self, proc: Process, params: Dict[str, Any]) -> int:
+        try:
+            result = self._call("write_stdin", params)
+        except NoSuchTagError:
+            self._release(proc)
+            raise
+        if not isinstance(result, dict) or not isinstance(result.get("written"), int):
+            raise ProcMgrError("write_stdin: malformed reply %r" % (result,), tag=proc.tag)
+        return result["written"]
+
+    def _write_stdin_all(self, proc: Process, data: Any, timeout: Optional[float], eof: bool) -> int:
+        raw = _stdin_bytes(data)
+        if timeout is not None:
+            _check_seconds(timeout, "timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        view = memoryview(raw)
+        done = 0
+        pause = 0.0
+        while done < len(raw):
+            n = self._write_stdin(proc, view[done : done + STDIN_CHUNK], False)
+            done += n
+            if done >= len(raw):
+                break
+            # The pipe is full (the sidecar already waited 10 ms for room):
+            # give the tool a moment more to read, up to 50 ms.
+            pause = 0.0 if n else min(0.05, pause + 0.01)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ProcMgrTimeoutError(
+                        "%r read only %d of %d bytes of its stdin within %s s"
+                        % (proc.tag, done, len(raw), timeout),
+                        tag=proc.tag,
+                        written=done,
+                    )
+                pause = min(pause, left)
+            if pause:
+                time.sleep(pause)
+        if eof:
+            self._close_stdin(proc)
+        return done
+
+    def _close_stdin(self, proc: Process) -> None:
+        self._check(proc)
+        try:
+            self._stdin_call(proc, {"tag": proc.tag, "eof": True})
+        except ProcMgrError as exc:
+            if exc.code == -32602 and "was closed" in exc.message:
+                return  # closed already: closing is idempotent
+            raise
+
+    # -- state events ------------------------------------------------------------------
+
+    def _tag_event_seq(self, tag: str) -> int:
+        with self._event_cond:
+            return self._tag_seq.get(tag, 0)
+
+    def _tag_event_state(self, tag: str) -> Optional[str]:
+        with self._event_cond:
+            return self._tag_state.get(tag)
+
+    def _wait_tag_event(self, tag: str, after: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a state event of ``tag`` numbered above ``after``."""
+        sc = self._sidecar
+        if sc is None or "state-events" not in sc.features:
+            time.sleep(min(timeout, 0.1))  # no events to wait for: look again soon
+            return False
+        end = time.monotonic() + timeout
+        with self._event_cond:
+            while self._tag_seq.get(tag, 0) <= after:
+                left = end - time.monotonic()
+                if left <= 0 or not sc.alive or self._sidecar is not sc:
+                    return False
+                self._event_cond.wait(min(left, 1.0))
+        return True
+
     # -- notifications (reader thread: quick, no calls) -----------------------------
 
     def _handle_notification(self, sc: Sidecar, method: str, params: Any) -> None:
+        if method == "state" and isinstance(params, dict):
+            self._handle_state(sc, params)
+            return
         if method != "exited" or not isinstance(params, dict):
             logger.debug("procmgr: ignoring notification %r", method)
             return
@@ -591,6 +1023,44 @@ class ProcessManager:
             except Exception:
                 logger.exception("procmgr: on_exit callback %r raised for %r", cb, proc)
 
+    def _handle_state(self, sc: Sidecar, params: Dict[str, Any]) -> None:
+        current = self._sidecar
+        if current is not None and current is not sc:
+            return  # a late event of a sidecar that was replaced
+        seq = params.get("seq")
+        state = str(params.get("state", ""))
+        tag = params.get("tag")
+        raw = params.get("info")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(tag, str):
+            logger.warning("procmgr: malformed state notification: %r", params)
+            return
+        with self._event_cond:
+            expected = self._last_seq + 1
+            if seq > expected:
+                self._missed += seq - expected
+                logger.warning(
+                    "procmgr: missed %d state event(s) (got seq %d after %d; %d missed in all)",
+                    seq - expected, seq, self._last_seq, self._missed,
+                )
+            elif seq < expected:
+                logger.warning("procmgr: state event seq %d came after %d", seq, self._last_seq)
+            self._last_seq = max(self._last_seq, seq)
+            self._tag_seq[tag] = max(seq, self._tag_seq.get(tag, 0))
+            self._tag_state[tag] = state
+            self._event_cond.notify_all()
+        info = ProcessInfo.from_json(raw if isinstance(raw, dict) else {"tag": tag, "state": state})
+        if isinstance(raw, dict):
+            self._adopt(info, register=False)
+        if self._state_callbacks:
+            sc.dispatch(lambda: self._run_state_callbacks(state, info, seq))
+
+    def _run_state_callbacks(self, state: str, info: ProcessInfo, seq: int) -> None:
+        for cb in builtins.list(self._state_callbacks):
+            try:
+                cb(state, info, seq)
+            except Exception:
+                logger.exception("procmgr: on_state callback %r raised for %s of %r", cb, state, info.tag)
+
 
 def _notification_handler(manager: ProcessManager) -> Callable[[Sidecar, str, Any], None]:
     """A handler that does not keep the manager alive (so __del__ can still run)."""
@@ -604,13 +1074,77 @@ def _notification_handler(manager: ProcessManager) -> Callable[[Sidecar, str, An
     return handle
 
 
-def _output_params(output: Any, features: frozenset) -> Dict[str, Any]:
+def _require(features: frozenset, feature: str, what: str) -> None:
+    if feature not in features:
+        raise ProcMgrError(
+            "%s: not supported by this procmgr sidecar (its hello lacks the %r feature); "
+            "rebuild or upgrade the sidecar" % (what, feature)
+        )
+
+
+def _capture_options(
+    output: Any, size: Any, file: Any, max_bytes: Any, backups: Any
+) -> Optional[Dict[str, Dict[str, Any]]]:
+    """Per-stream {"capture": {...}} objects from create's capture_* arguments (None: defaults)."""
+    if size is None and file is None and max_bytes is None and backups is None:
+        return None
+    if output is not output_option.PIPE:
+        raise ValueError("capture_size/capture_file/... need output=output_option.PIPE")
+    common: Dict[str, Any] = {}
+    for name, value, low, high in (
+        ("capture_size", size, 1, MAX_CAPTURE_SIZE),
+        ("capture_file_max_bytes", max_bytes, 1, None),
+        ("capture_file_backups", backups, 0, None),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            raise ValueError(
+                "%s must be an int from %d%s, not %r" % (name, low, " to %d" % high if high else " up", value)
+            )
+    if size is not None:
+        common["size"] = size
+    paths: List[Optional[str]] = [None, None]
+    if file is not None:
+        if isinstance(file, tuple):
+            if len(file) != 2:
+                raise ValueError("capture_file as a tuple must be (stdout_path, stderr_path)")
+            paths = [None if f is None else os.path.abspath(_str_path(f, "capture_file")) for f in file]
+        else:
+            base = os.path.abspath(_str_path(file, "capture_file"))
+            paths = [base, base + ".stderr"]
+    out: Dict[str, Dict[str, Any]] = {}
+    for stream, path in zip(STREAMS, paths):
+        opts = dict(common)
+        if path is not None:
+            opts["file"] = path
+            if max_bytes is not None:
+                opts["file_max_bytes"] = max_bytes
+            if backups is not None:
+                opts["file_backups"] = backups
+        out[stream] = {"capture": opts}
+    return out
+
+
+def _stdin_bytes(data: Any) -> bytes:
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError("stdin data must be str or bytes, not %s" % type(data).__name__)
+
+
+def _output_params(
+    output: Any, features: frozenset, capture: Optional[Dict[str, Dict[str, Any]]] = None
+) -> Dict[str, Any]:
     if output is None or output is output_option.DISCARD:
         return {"stdout": "discard", "stderr": "discard"}
     if output is output_option.STDOUT:
         return {"stdout": "inherit", "stderr": "inherit"}
     if output is output_option.PIPE:
         if "capture" in features:
+            if capture is not None:
+                return capture
             return {"stdout": "capture", "stderr": "capture"}
         raise ProcMgrError(
             "output capture is not supported by this sidecar yet (output_option.PIPE); "

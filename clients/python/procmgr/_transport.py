@@ -406,7 +406,7 @@ class Sidecar:
         except queue.Full:
             self._dropped += 1
             logger.warning(
-                "procmgr: on_exit callbacks are too slow; dropped %d notification(s)",
+                "procmgr: on_exit/on_state callbacks are too slow; dropped %d notification(s)",
                 self._dropped,
             )
 
