@@ -132,7 +132,9 @@ func run() int {
 		Features:   features(mgr),
 		OnShutdown: func() { close(shutdownReplied) },
 	})
-	stream, err := rpc.NewStream(os.Stdin, os.Stdout, closeBoth{os.Stdin, os.Stdout}, rpc.Framing(c.framing), c.maxMessage, log)
+	// Only stdin is closed when the input ends: replies to calls in progress
+	// and the last notifications still go out on stdout (see Drain below).
+	stream, err := rpc.NewStream(os.Stdin, os.Stdout, os.Stdin, rpc.Framing(c.framing), c.maxMessage, log)
 	if err != nil {
 		return fail(err)
 	}
@@ -144,11 +146,16 @@ func run() int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 
+	// drain gives the host the replies and notifications still owed, briefly:
+	// a host that stopped reading must not keep the sidecar alive.
+	drain := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		srv.Drain(ctx)
+		cancel()
+	}
 	select {
 	case <-shutdownReplied:
-		flushCtx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		srv.Flush(flushCtx)
-		cancel()
+		drain()
 		log.Info("shut down on request")
 		return 0
 	case <-served:
@@ -159,6 +166,7 @@ func run() int {
 		log.Info("signalled: stopping every tool", "signal", sig.String())
 	}
 	n := mgr.Shutdown(context.Background(), 0)
+	drain()
 	log.Info("exiting", "stopped", n)
 	return 0
 }
@@ -214,11 +222,4 @@ func newSessionID() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-type closeBoth struct{ r, w io.Closer }
-
-func (c closeBoth) Close() error {
-	c.w.Close()
-	return c.r.Close()
 }

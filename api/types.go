@@ -3,8 +3,10 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"syscall"
 	"time"
 
@@ -68,7 +70,7 @@ func (s *signal) UnmarshalJSON(b []byte) error {
 	}
 	sig, err := manager.ParseSignal(text)
 	if err != nil {
-		return err
+		return errors.New(strings.TrimPrefix(err.Error(), manager.ErrInvalid.Error()+": "))
 	}
 	s.sig = sig
 	return nil
@@ -114,6 +116,10 @@ func (o *output) UnmarshalJSON(b []byte) error {
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&f); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) && te.Field != "" {
+				return fmt.Errorf("%q must be %s, not %s", te.Field, te.Type.Kind(), te.Value)
+			}
 			return fmt.Errorf("output object: %v", err)
 		}
 		switch {

@@ -14,6 +14,9 @@ const (
 	CodeMethodNotFound = -32601
 	CodeInvalidParams  = -32602
 	CodeInternalError  = -32603
+	// CodeServerBusy: MaxConcurrentCalls calls are in progress; this one was
+	// not run (a JSON-RPC "server error" code).
+	CodeServerBusy = -32000
 )
 
 // Error is a JSON-RPC error a method returns to its caller. Any other error

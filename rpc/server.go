@@ -7,19 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 )
 
 // Limits of a Server. Both bound what a peer can make the sidecar hold.
 const (
-	// MaxConcurrentCalls bounds calls in progress; past it the reader waits
-	// (backpressure) instead of starting more goroutines.
-	MaxConcurrentCalls = 1024
+	// MaxConcurrentCalls bounds calls in progress; past it a call is refused
+	// at once (CodeServerBusy) rather than queued: the reader never stops, so
+	// the end of the input is always seen.
+	MaxConcurrentCalls = 4096
 	// NotifyQueue bounds notifications waiting to be written. When the peer
 	// stops reading and the queue fills, further notifications are dropped and
 	// counted, so the code that emits them never blocks.
@@ -30,14 +33,16 @@ type method func(ctx context.Context, params json.RawMessage) (any, error)
 
 // Server dispatches JSON-RPC requests to registered methods.
 type Server struct {
-	log     *slog.Logger
-	methods map[string]method
-	calls   chan struct{}
-	notes   chan notification
-	dropped atomic.Int64
+	log      *slog.Logger
+	methods  map[string]method
+	calls    chan struct{}
+	notes    chan notification
+	dropped  atomic.Int64
+	inflight atomic.Int64 // calls being served
+	unsent   atomic.Int64 // notifications queued or being written
 
-	mu   sync.Mutex
-	conn *jsonrpc2.Conn
+	mu     sync.Mutex
+	stream *Stream
 }
 
 type notification struct {
@@ -74,31 +79,66 @@ func decodeParams(raw json.RawMessage, v any) error {
 	if len(raw) == 0 || string(raw) == "null" {
 		raw = json.RawMessage("{}")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return paramsError(err)
+	if err := strictDecode(raw, v); err != nil {
+		return paramsError(err, raw, v)
 	}
 	return nil
 }
 
+func strictDecode(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 // paramsError turns encoding/json's errors into messages that name the field.
-func paramsError(err error) *Error {
+// Errors from a field's own UnmarshalJSON do not say which field failed, so
+// then each member is decoded alone to find it.
+func paramsError(err error, raw []byte, v any) *Error {
 	var te *json.UnmarshalTypeError
-	var ue interface{ Unwrap() error }
 	switch {
+	case errors.As(err, &te) && te.Field != "":
+		return Errorf(CodeInvalidParams, "invalid params: field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
 	case errors.As(err, &te):
-		field := te.Field
-		if field == "" {
-			return Errorf(CodeInvalidParams, "invalid params: params must be a JSON object")
-		}
-		return Errorf(CodeInvalidParams, "invalid params: field %q must be %s, not %s", field, jsonKind(te.Type.Kind().String()), te.Value)
+		return Errorf(CodeInvalidParams, "invalid params: params must be a JSON object")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return Errorf(CodeInvalidParams, "invalid params: unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
-	case errors.As(err, &ue):
-		return Errorf(CodeInvalidParams, "invalid params: %v", ue.Unwrap())
+	}
+	if field, ferr := failingField(raw, v); field != "" {
+		return Errorf(CodeInvalidParams, "invalid params: field %q: %v", field, ferr)
 	}
 	return Errorf(CodeInvalidParams, "invalid params: %v", err)
+}
+
+// failingField decodes each member of the params object into its own field of
+// v's struct type and returns the first member that fails, with its error.
+func failingField(raw []byte, v any) (string, error) {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return "", nil
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &members) != nil {
+		return "", nil
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		m, ok := members[name]
+		if !ok {
+			continue
+		}
+		if err := strictDecode(m, reflect.New(f.Type).Interface()); err != nil {
+			return name, err
+		}
+	}
+	return "", nil
 }
 
 func jsonKind(goKind string) string {
@@ -122,22 +162,26 @@ func jsonKind(goKind string) string {
 }
 
 // Serve reads requests from stream until it ends, serving calls concurrently.
-// It returns as soon as the peer closes its side or the stream fails, without
-// waiting for calls in progress (a peer that stopped reading could hold their
-// replies forever); ctx, passed to methods, is then cancelled, so waits inside
-// methods end too.
+// It returns as soon as the peer closes its input or the stream fails,
+// without waiting for calls in progress (a peer that stopped reading could
+// hold their replies forever); ctx, passed to methods, is then cancelled, so
+// waits inside methods end too. Replies and notifications are written to the
+// stream directly, so they still go out after the input ended; see Drain.
 func (s *Server) Serve(ctx context.Context, stream *Stream) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	conn := jsonrpc2.NewConn(ctx, stream, handler{s}, jsonrpc2.SetLogger(slogLogger{s.log}))
 	s.mu.Lock()
-	s.conn = conn
+	s.stream = stream
 	s.mu.Unlock()
-	go s.notifier(ctx, conn)
+	go s.notifier(stream)
+	conn := jsonrpc2.NewConn(ctx, stream, handler{s, stream}, jsonrpc2.SetLogger(slogLogger{s.log}))
 	<-conn.DisconnectNotify()
 }
 
-type handler struct{ s *Server }
+type handler struct {
+	s      *Server
+	stream *Stream
+}
 
 type afterReplyKey struct{}
 
@@ -150,15 +194,23 @@ func AfterReply(ctx context.Context, f func()) {
 	}
 }
 
-// Handle runs on jsonrpc2's reader goroutine: it waits for a call slot (so a
-// peer cannot start unbounded goroutines) and serves the call on its own.
-func (h handler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+// Handle runs on jsonrpc2's reader goroutine and never blocks it: the call
+// runs on its own goroutine, or — past MaxConcurrentCalls in progress — is
+// refused at once with CodeServerBusy. Reading goes on either way, so the
+// end of the input is always noticed.
+func (h handler) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
 	select {
 	case h.s.calls <- struct{}{}:
-	case <-ctx.Done():
+	default:
+		h.s.log.Warn("call refused: too many in progress", "method", req.Method, "limit", MaxConcurrentCalls)
+		if !req.Notif {
+			h.reply(req, nil, Errorf(CodeServerBusy, "server busy: %d calls in progress; %s was not run, retry when some have returned", MaxConcurrentCalls, req.Method))
+		}
 		return
 	}
+	h.s.inflight.Add(1)
 	go func() {
+		defer h.s.inflight.Add(-1)
 		defer func() { <-h.s.calls }()
 		var hooks []func()
 		defer func() {
@@ -168,24 +220,27 @@ func (h handler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 		}()
 		ctx := context.WithValue(ctx, afterReplyKey{}, &hooks)
 		result, err := h.s.call(ctx, req)
-		if req.Notif {
-			return
-		}
-		resp := &jsonrpc2.Response{ID: req.ID}
-		if err == nil {
-			err = resp.SetResult(result)
-		}
-		if err != nil {
-			var re *Error
-			if !errors.As(err, &re) {
-				re = &Error{Code: CodeInternalError, Message: err.Error()}
-			}
-			resp.Error = re.wire()
-		}
-		if err := conn.SendResponse(ctx, resp); err != nil {
-			h.s.log.Debug("reply not sent", "method", req.Method, "err", err)
+		if !req.Notif {
+			h.reply(req, result, err)
 		}
 	}()
+}
+
+func (h handler) reply(req *jsonrpc2.Request, result any, err error) {
+	resp := &jsonrpc2.Response{ID: req.ID}
+	if err == nil {
+		err = resp.SetResult(result)
+	}
+	if err != nil {
+		var re *Error
+		if !errors.As(err, &re) {
+			re = &Error{Code: CodeInternalError, Message: err.Error()}
+		}
+		resp.Error = re.wire()
+	}
+	if err := h.stream.WriteObject(resp); err != nil {
+		h.s.log.Debug("reply not sent", "method", req.Method, "err", err)
+	}
 }
 
 // call runs one method, turning a panic into -32603 so that no handler can
@@ -211,9 +266,11 @@ func (s *Server) call(ctx context.Context, req *jsonrpc2.Request) (result any, e
 // Notify queues a notification to the peer. It never blocks: when the queue
 // is full the notification is dropped, counted and logged.
 func (s *Server) Notify(method string, params any) {
+	s.unsent.Add(1)
 	select {
 	case s.notes <- notification{method, params}:
 	default:
+		s.unsent.Add(-1)
 		n := s.dropped.Add(1)
 		s.log.Warn("notification dropped: the host is not reading", "method", method, "dropped_total", n)
 	}
@@ -222,40 +279,30 @@ func (s *Server) Notify(method string, params any) {
 // Dropped is how many notifications were dropped because the queue was full.
 func (s *Server) Dropped() int64 { return s.dropped.Load() }
 
-func (s *Server) notifier(ctx context.Context, conn *jsonrpc2.Conn) {
-	for {
-		select {
-		case n := <-s.notes:
-			if err := conn.Notify(ctx, n.method, n.params); err != nil {
-				s.log.Debug("notification not sent", "method", n.method, "err", err)
-			}
-		case <-ctx.Done():
-			return
+// notifier writes queued notifications for as long as the process lives.
+func (s *Server) notifier(stream *Stream) {
+	for n := range s.notes {
+		params, err := json.Marshal(n.params)
+		if err == nil {
+			raw := json.RawMessage(params)
+			err = stream.WriteObject(&jsonrpc2.Request{Method: n.method, Params: &raw, Notif: true})
 		}
+		if err != nil {
+			s.log.Debug("notification not sent", "method", n.method, "err", err)
+		}
+		s.unsent.Add(-1)
 	}
 }
 
-// Flush writes the queued notifications, for at most as long as ctx allows.
-// Used at shutdown so that the last exits are reported.
-func (s *Server) Flush(ctx context.Context) {
-	s.mu.Lock()
-	conn := s.conn
-	s.mu.Unlock()
-	if conn == nil {
-		return
-	}
-	for {
+// Drain waits, at most until ctx ends, for the calls in progress to reply and
+// the queued notifications to be written. The sidecar calls it before it
+// exits, so that the host hears the end of what it asked for.
+func (s *Server) Drain(ctx context.Context) {
+	for s.inflight.Load() > 0 || s.unsent.Load() > 0 {
 		select {
-		case n := <-s.notes:
-			done := make(chan struct{})
-			go func() { conn.Notify(ctx, n.method, n.params); close(done) }()
-			select {
-			case <-done:
-			case <-ctx.Done():
-				return
-			}
-		default:
+		case <-ctx.Done():
 			return
+		case <-time.After(time.Millisecond):
 		}
 	}
 }
