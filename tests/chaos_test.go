@@ -250,16 +250,14 @@ func newChaosTrial(rng *rand.Rand, n int, args []string, cgroups bool) chaosTria
 	tr.plan.Args = append(append([]string(nil), args...), "--stop-timeout", "0.2")
 	for _, i := range rng.Perm(len(chaosKinds))[:1+rng.Intn(len(chaosKinds))] {
 		k := chaosKinds[i]
+		stopTimeout := float64(1+rng.Intn(3)) / 10 // 0.1 to 0.3 s; drawn first so both modes draw alike
 		if k.kind == "env-clearing" && tr.plan.Raw && !cgroups {
 			// Documented limit (docs/containment.md): without a cgroup, and
 			// with a sidecar that does not lead its own session, nothing
 			// finds this process once the sidecar is SIGKILLed.
 			continue
 		}
-		tr.plan.Tools = append(tr.plan.Tools, chaosTool{
-			Kind: k.kind, Tag: k.kind, Argv: k.argv,
-			StopTimeout: float64(1+rng.Intn(3)) / 10, // 0.1 to 0.3 s
-		})
+		tr.plan.Tools = append(tr.plan.Tools, chaosTool{Kind: k.kind, Tag: k.kind, Argv: k.argv, StopTimeout: stopTimeout})
 		if k.kind == "forker" {
 			tr.plan.StopTag = k.kind
 		}

@@ -97,11 +97,21 @@ func startEscapingTrees(t *testing.T, sc *sidecar) ([]procID, string) {
 		t.Fatal("tool has no PROCMGR_SESSION")
 	}
 	// Everything but the env-less sleep carries the session; that one is
-	// found through its group.
+	// found through its group, and no marker-based cleanup would find it:
+	// kill what was seen of that group at the end, whatever happens.
+	var seen []procID
+	t.Cleanup(func() {
+		for _, id := range seen {
+			if cur, err := identify(id.Pid); err == nil && cur == id && id.Pid > 1 {
+				syscall.Kill(id.Pid, syscall.SIGKILL)
+			}
+		}
+	})
 	end := time.Now().Add(10 * time.Second)
 	for {
 		ids := sessionMembers(session)
 		group := groupMembers(envless)
+		seen = dedupe(append(seen, group...))
 		if len(ids) >= want && len(group) >= 2 {
 			return dedupe(append(ids, group...)), session
 		}
