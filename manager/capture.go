@@ -153,9 +153,20 @@ func (c *capture) readLocked(offset int64, max int) Chunk {
 // wait blocks until output beyond offset exists, the stream is at EOF, or
 // ctx ends.
 func (c *capture) wait(ctx context.Context, offset int64) {
+	c.waitFor(ctx, func() bool { return c.end > offset || c.eof })
+}
+
+// waitEOF waits until the current run's pipe is drained and closed.
+func (c *capture) waitEOF(ctx context.Context) {
+	c.waitFor(ctx, func() bool { return c.eof })
+}
+
+// waitFor blocks until cond (called with mu held) holds or ctx ends. Every
+// change broadcasts by closing c.changed, so no one polls.
+func (c *capture) waitFor(ctx context.Context, cond func() bool) {
 	for {
 		c.mu.Lock()
-		if c.end > offset || c.eof {
+		if cond() {
 			c.mu.Unlock()
 			return
 		}
@@ -253,20 +264,3 @@ func (c *capture) changedChan() <-chan struct{} {
 	return c.changed
 }
 
-// waitEOF waits until the current run's pipe is drained and closed.
-func (c *capture) waitEOF(ctx context.Context) {
-	for {
-		c.mu.Lock()
-		if c.eof {
-			c.mu.Unlock()
-			return
-		}
-		ch := c.changed
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
