@@ -263,4 +263,3 @@ func (c *capture) changedChan() <-chan struct{} {
 	defer c.mu.Unlock()
 	return c.changed
 }
-
