@@ -129,11 +129,23 @@ class CreateTest(ManagerTestCase):
                 self.assertEqual(sorted(f.read().split()), ["to-err", "to-out"])
 
     def test_pipe_output_is_refused_clearly_without_capture(self):
-        if "capture" in self.pm.features:
-            self.skipTest("this sidecar offers capture")
+        # An older sidecar: hello without the supervisor-grade features.
+        from procmgr import Ready, Restart
+
+        sc = self.pm._connection()
+        sc.features = sc.features - {"capture", "readiness", "restart", "stdin"}
         with self.assertRaises(ProcMgrError) as cm:
             self.pm.create(self.tag(), ["sleep", "300"], output_option.PIPE)
         self.assertIn("capture", str(cm.exception))
+        for feature, kwargs in [
+            ("stdin", {"stdin": output_option.PIPE}),
+            ("readiness", {"ready": Ready.path("/nonexistent")}),
+            ("restart", {"restart": Restart("always")}),
+        ]:
+            with self.subTest(feature):
+                with self.assertRaises(ProcMgrError) as cm:
+                    self.pm.create(self.tag(), ["sleep", "300"], **kwargs)
+                self.assertIn(repr(feature), str(cm.exception))
         self.assertFalse(self.pm.running(self.tag()), "a refused create must not start anything")
 
     def test_tag_in_use(self):
