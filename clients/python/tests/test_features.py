@@ -808,6 +808,38 @@ class CasaStyleTest(ManagerTestCase):
         bus.stop()
         self.assertFalse(support.running(pids[2]))
 
+    @unittest.skipUnless(shutil.which("dbus-daemon") and shutil.which("dbus-send"), "needs dbus-daemon and dbus-send")
+    def test_the_real_dbus_daemon(self):
+        def list_names(address):
+            r = subprocess.run(
+                ["dbus-send", "--bus=" + address, "--print-reply", "--dest=org.freedesktop.DBus",
+                 "/org/freedesktop/DBus", "org.freedesktop.DBus.ListNames"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+            )
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("org.freedesktop.DBus", r.stdout)
+
+        def forget_socket(address):
+            path = address[len("unix:path="):].split(",")[0]
+            self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+
+        bus = self.pm.create(
+            "dbus", ["dbus-daemon", "--session", "--print-address", "--nofork"], output_option.PIPE,
+            ready=Ready.output(r"^unix:"), restart=Restart("on-failure", max_restarts=3, initial_backoff=0.1),
+        )
+        address = bus.wait_for_output(r"^(unix:path=\S+)").group(1)
+        forget_socket(address)
+        list_names(address)
+        seen = bus.output_offset()
+        first = Proc(bus.pid)
+        os.kill(first.pid, signal.SIGSEGV)  # the daemon crashes
+        address = bus.wait_for_output(r"^(unix:path=\S+)", offset=seen, timeout=20).group(1)
+        forget_socket(address)
+        list_names(address)
+        self.assertFalse(first.running())
+        self.assertEqual(bus.restarts, 1)
+        bus.stop()
+
 
 if __name__ == "__main__":  # pragma: no cover
     unittest.main()
