@@ -31,6 +31,8 @@ SIDECAR_DEFAULT_STOP_TIMEOUT = 3.0
 WAIT_SLICE = 30.0
 #: The most one write_stdin request carries (the rest is left for the next one).
 STDIN_CHUNK = 1 << 20
+#: write_stdin_all never sends less than this per request (a pipe holds 64 KiB).
+STDIN_MIN_CHUNK = 64 << 10
 #: The largest ring the sidecar accepts for a captured stream.
 MAX_CAPTURE_SIZE = 256 << 20
 #: The most one read_output reply may carry.
@@ -931,11 +933,19 @@ class ProcessManager:
         view = memoryview(raw)
         done = 0
         pause = 0.0
+        chunk = STDIN_CHUNK
         while done < len(raw):
-            n = self._write_stdin(proc, view[done : done + STDIN_CHUNK], False)
+            piece = view[done : done + chunk]
+            n = self._write_stdin(proc, piece, False)
             done += n
             if done >= len(raw):
                 break
+            # Send about what the tool can take: a slow reader is not sent a
+            # megabyte per request only to accept a few kilobytes of it.
+            if n < len(piece):
+                chunk = max(STDIN_MIN_CHUNK, 2 * n)
+            else:
+                chunk = min(STDIN_CHUNK, 2 * chunk)
             # The pipe is full (the sidecar already waited 10 ms for room):
             # give the tool a moment more to read, up to 50 ms.
             pause = 0.0 if n else min(0.05, pause + 0.01)

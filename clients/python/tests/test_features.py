@@ -568,7 +568,7 @@ class RestartTest(ManagerTestCase):
         mark = uuid.uuid4().hex
         p = self.pm.create(
             self.tag(), ["sh", "-c", "exit 1"], env={"PROCMGR_BACKOFF_MARK": mark},
-            restart=Restart("on-failure", initial_backoff=1.0, max_backoff=1.0),
+            restart=Restart("on-failure", initial_backoff=2.0, max_backoff=2.0),  # restarts in [1 s, 2 s]
         )
         self.events.wait_for(lambda s, i: s == "restarting")
         # A wait that ends during the backoff is not mistaken for the end.
@@ -578,7 +578,7 @@ class RestartTest(ManagerTestCase):
         p.stop()
         self.assertLess(time.monotonic() - t0, 3)
         stopped_seq = self.pm.last_event_seq
-        time.sleep(1.3)  # past the longest backoff
+        time.sleep(2.2)  # past the longest backoff
         marked = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
                   if support.environ(pid).get("PROCMGR_BACKOFF_MARK") == mark]
         self.assertEqual(marked, [], "a run started after stop()")
