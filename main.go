@@ -111,6 +111,14 @@ func run() int {
 	if c.parentPid == 0 {
 		c.parentPid = os.Getppid()
 	}
+	// Lead a session of our own when the host did not give us one: a Ctrl-C
+	// in the host's terminal must not reach the sidecar (it would stop every
+	// tool), and the watchdog's sweep relies on the sidecar leading its
+	// session. EPERM means we lead a process group already (started from a
+	// shell, or with start_new_session): nothing to do.
+	if _, err := unix.Setsid(); err != nil && err != unix.EPERM {
+		log.Warn("setsid", "err", err)
+	}
 
 	srv := rpc.NewServer(log)
 	mgr, err := manager.New(manager.Config{

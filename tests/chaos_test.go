@@ -102,8 +102,8 @@ func chaosHostMain(planJSON string) int {
 	)
 	if plan.Raw {
 		// Like a host that does not give the sidecar a session of its own
-		// (Python's Popen without start_new_session): one kill of the
-		// host's process group takes both.
+		// (Python's Popen without start_new_session): the sidecar starts in
+		// the host's process group and must make itself a session leader.
 		cmd := exec.Command(os.Getenv(envChaosBin), append([]string{"--parent-pid", strconv.Itoa(os.Getpid())}, plan.Args...)...)
 		cmd.Stderr = os.Stderr
 		in, _ := cmd.StdinPipe()
@@ -251,12 +251,6 @@ func newChaosTrial(rng *rand.Rand, n int, args []string, cgroups bool) chaosTria
 	for _, i := range rng.Perm(len(chaosKinds))[:1+rng.Intn(len(chaosKinds))] {
 		k := chaosKinds[i]
 		stopTimeout := float64(1+rng.Intn(3)) / 10 // 0.1 to 0.3 s; drawn first so both modes draw alike
-		if k.kind == "env-clearing" && tr.plan.Raw && !cgroups {
-			// Documented limit (docs/containment.md): without a cgroup, and
-			// with a sidecar that does not lead its own session, nothing
-			// finds this process once the sidecar is SIGKILLed.
-			continue
-		}
 		tr.plan.Tools = append(tr.plan.Tools, chaosTool{Kind: k.kind, Tag: k.kind, Argv: k.argv, StopTimeout: stopTimeout})
 		if k.kind == "forker" {
 			tr.plan.StopTag = k.kind
@@ -521,13 +515,15 @@ func runChaosTrial(t *testing.T, tr chaosTrial) (res chaosResult, features []str
 	case tr.victim == victimSidecar:
 		killSidecar()
 	case tr.plan.Raw:
-		// kill -9 of the process group that holds both (the host leads it).
+		// kill -9 of the host's process group. The sidecar leaves that group
+		// at start (it makes itself a session leader), so it is killed too,
+		// right after: both die together.
 		if st, err := readStat(host); err == nil && st.Pgid == host && host > 1 && host != syscall.Getpgrp() {
 			syscall.Kill(-host, syscall.SIGKILL)
 		} else {
 			killHost()
-			killSidecar()
 		}
+		killSidecar()
 	case tr.sidecar:
 		killSidecar()
 		killHost()
