@@ -270,7 +270,11 @@ func newSweeper(cfg WatchdogConfig, log *slog.Logger) *sweeper {
 	if os.Getppid() != cfg.SidecarPid {
 		return s // the sidecar is gone already
 	}
-	s.exit = watchExit(cfg.SidecarPid, log)
+	exit, err := watchExit(cfg.SidecarPid)
+	if err != nil {
+		log.Debug("the sidecar's exit cannot be watched; it is watched by its pipe only", "err", err)
+	}
+	s.exit = exit
 	if os.Getppid() != cfg.SidecarPid { // it died while we looked: the pidfd may name another process
 		s.exit = nil
 	}
