@@ -951,6 +951,7 @@ def markdown(b: Bench, mach: Dict[str, str], elapsed: float, mode: str) -> str:
     for k, label in (
         ("cpu", "CPU"), ("nproc", "cores (nproc)"), ("memory", "memory"), ("kernel", "kernel"),
         ("go", "Go"), ("python", "Python"), ("loadavg", "load average at start"),
+        ("loadavg_end", "load average at end"),
         ("features", "sidecar features"),
     ):
         if k in mach:
@@ -975,12 +976,28 @@ def markdown(b: Bench, mach: Dict[str, str], elapsed: float, mode: str) -> str:
     for l in goals:
         out.append("- row %s, %s: %s (%s; goal %s)" % (l.row, l.what.strip(), "met" if l.met else "**missed**", l.ratio or l.value, l.goal))
     out.append("")
+    missed = [l for l in goals if not l.met]
+    if missed:
+        out.append("Why each missed goal is missed, and the change that would close it, is in the last section.\n")
     if b.notes:
         out.append("## Notes from this run\n")
         for row in sorted(b.notes):
             for n in b.notes[row]:
                 out.append("- row %s: %s" % (row, n))
         out.append("")
+    out.append("## How to run\n")
+    out.append(
+        "`make bench` (or `go build -o bin/procmgr . && python3 bench/run.py --out docs/benchmarks.md`) "
+        "runs every row and rewrites this file; `python3 bench/run.py --smoke` runs every row with tiny "
+        "counts in well under 30 s and writes nothing (for CI). `--rows 1,4` runs some rows; "
+        "`--json FILE` keeps every raw figure. The floor program is `bench/echo`, built into a "
+        "temporary directory by the run. Profiling aids: `bench/micro` (Go microbenchmarks) and "
+        "`bench/experiments` (A/B of prototype changes).\n"
+    )
+    analysis = os.path.join(HERE, "analysis.md")
+    if os.path.exists(analysis):
+        with open(analysis) as f:
+            out.append(f.read())
     return "\n".join(out) + "\n"
 
 
@@ -1054,6 +1071,8 @@ def main() -> int:
         b.reaper.kill_all()
         bl.rmtree(b.tmp)
     elapsed = pc() - t_start
+    with open("/proc/loadavg") as f:
+        mach["loadavg_end"] = " ".join(f.read().split()[:3])
     print_table(b)
     print("\ntotal %.1f s (%s mode)" % (elapsed, "smoke" if a.smoke else "full"))
     if a.out:
