@@ -389,6 +389,43 @@ func BenchmarkRPCPipelined16(b *testing.B) {
 	}
 }
 
+// create of /bin/true through the JSON-RPC stack (the stop is outside the
+// timer): against BenchmarkManagerCreate, what the protocol layer adds.
+func BenchmarkRPCCreate(b *testing.B) {
+	p := startRPC(b)
+	p.roundTrip(b, runningReq)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tag := newTag("r")
+		req := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"create","params":{"tag":%q,"argv":["/bin/true"]}}`+"\n", i+1, tag)
+		if _, err := p.w.Write([]byte(req)); err != nil {
+			b.Fatal(err)
+		}
+		for { // skip notifications (state, exited) until the reply
+			line, err := p.r.ReadBytes('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if strings.Contains(string(line), `"id":`) {
+				break
+			}
+		}
+		b.StopTimer()
+		stop := fmt.Sprintf(`{"jsonrpc":"2.0","id":"s%d","method":"stop","params":{"tag":%q}}`+"\n", i, tag)
+		p.w.Write([]byte(stop))
+		for {
+			line, err := p.r.ReadBytes('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if strings.Contains(string(line), `"id":"s`) {
+				break
+			}
+		}
+		b.StartTimer()
+	}
+}
+
 type multiCloser []io.Closer
 
 func (m multiCloser) Close() error {
