@@ -577,7 +577,9 @@ class RestartTest(ManagerTestCase):
         t0 = time.monotonic()
         p.stop()
         self.assertLess(time.monotonic() - t0, 3)
-        stopped_seq = self.pm.last_event_seq
+        # (the "stopped" event may arrive after stop()'s reply)
+        self.events.wait_for(lambda s, i: s == "stopped")
+        stopped_seq = max(q for q, s, i in self.events.events if s == "stopped")
         time.sleep(2.2)  # past the longest backoff
         marked = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
                   if support.environ(pid).get("PROCMGR_BACKOFF_MARK") == mark]
