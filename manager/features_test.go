@@ -259,3 +259,30 @@ func TestEventsAreNumberedWithoutGaps(t *testing.T) {
 		t.Fatalf("%d events for started+exited+stopped, want 3", after-before)
 	}
 }
+
+func TestRestartAfterASIGKILLSignalRunsNormally(t *testing.T) {
+	spec := Spec{Tag: "sigkilled", Argv: []string{"sleep", "300"},
+		Restart: RestartPolicy{When: RestartAlways, MaxRestarts: 3, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}}
+	first, err := testMgr.Create(bg(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testMgr.Signal("sigkilled", 9); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var in Info
+	for time.Now().Before(deadline) {
+		in, _ = testMgr.Fetch("sigkilled")
+		if in.Restarts >= 1 && in.Alive {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // a run killed at birth would be gone by now
+	in, _ = testMgr.Fetch("sigkilled")
+	if in.Restarts != 1 || in.Pid == first.Pid || gone(in.Pid) {
+		t.Fatalf("after one SIGKILL: %+v; want exactly one restart whose process lives", in)
+	}
+	stopAndCheckGone(t, "sigkilled")
+}

@@ -110,7 +110,7 @@ func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 		return
 	}
 	m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", r.pid)
-	kill := func() { m.signalTree(t, r, syscall.SIGKILL) }
+	kill := func() { m.killTree(t, r) }
 	kill()
 	if !m.awaitGone(t, r, time.Now().Add(killWait), kill) {
 		m.log.Error("members survive SIGKILL", "tag", t.tag, "members", len(m.membersOf(t, r)))
@@ -150,8 +150,21 @@ func (m *Manager) awaitGone(t *tool, r *run, deadline time.Time, each func()) bo
 // The group is signalled only while its leader is unreaped or members were
 // just seen in it: a group id is not recycled while either holds.
 func (m *Manager) signalTree(t *tool, r *run, sig syscall.Signal) []procEntry {
+	return m.signalTreeVia(t, r, sig, false)
+}
+
+// killTree is signalTree with SIGKILL plus cgroup.kill, which also gets a
+// member forked while the kill is under way. Only for a tool being stopped:
+// on the kernel tested (6.18) a process later cloned into a cgroup that was
+// once cgroup.kill'ed is SIGKILLed at birth, so a cgroup that may see another
+// run (a restart) must not be killed this way.
+func (m *Manager) killTree(t *tool, r *run) {
+	m.signalTreeVia(t, r, syscall.SIGKILL, true)
+}
+
+func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill bool) []procEntry {
 	members := m.membersOf(t, r)
-	if sig == syscall.SIGKILL && t.cg != nil {
+	if cgroupKill && t.cg != nil {
 		t.cg.kill()
 	}
 	m.mon.WithTracked(func(tracked func(int) bool) {
