@@ -545,11 +545,10 @@ class RestartTest(ManagerTestCase):
         self.assertFalse(second.running())
         self.assertFalse(self.pm.running(self.tag()))
 
-    def test_SIDECAR_DEFECT_restart_after_a_sigkill_signal_runs_normally(self):
-        """Known sidecar defect (reported, not fixed here): in cgroup mode,
-        `signal` SIGKILL goes through cgroup.kill, and every later run of the
-        tool is then SIGKILLed right after exec until it turns fatal.  With
-        SIGTERM, a SIGKILL from outside, or --no-cgroup, restarts run fine."""
+    def test_restart_after_a_sigkill_signal_runs_normally(self):
+        """Regression: in cgroup mode `signal` SIGKILL once went through
+        cgroup.kill, and on kernel 6.18 every later run cloned into that
+        cgroup was SIGKILLed right after exec until the tool turned fatal."""
         p = self.pm.create(
             self.tag(), ["sleep", "300"], restart=Restart("always", max_restarts=3, initial_backoff=0.05)
         )
