@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # Every process a bench run starts inherits this variable (set in os.environ
 # before anything is spawned; the Python client copies os.environ into each

@@ -122,6 +122,13 @@ class Bench:
         argv = [binary, "--log-file", os.path.join(self.tmp, "raw.log")] + (extra or [])
         return bl.RawClient(argv)
 
+    def hello(self, cl: bl.RawClient) -> Dict[str, Any]:
+        """hello through a raw client; its session is noted so that the clean-up
+        can remove the session's cgroup should the sidecar not get to it."""
+        h = cl.call("hello", {}) or {}
+        self.reaper.add_session(str(h.get("session") or ""))
+        return h
+
     def host(self, args: List[str]) -> subprocess.Popen:
         p = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "hosts.py")] + args,
@@ -182,8 +189,8 @@ class Bench:
         rp = self.raw_client(self.binary)
         re_ = self.raw_client(self.echo)
         try:
-            rp.call("hello", {})
-            re_.call("hello", {})
+            self.hello(rp)
+            self.hello(re_)
             req_p = rp.request("running", {"tag": "rt"})
             req_e = re_.request("running", {"tag": "rt"})
             a, b, ratios = [], [], []
@@ -261,8 +268,8 @@ class Bench:
         rp = self.raw_client(self.binary)
         re_ = self.raw_client(self.echo)
         try:
-            rp.call("hello", {})
-            re_.call("hello", {})
+            self.hello(rp)
+            self.hello(re_)
             for window in (16,):
                 a, b = [], []
                 for r in range(p.tp_rounds):
@@ -413,7 +420,7 @@ class Bench:
 
         try:
             for cl in clients.values():
-                cl.call("hello", {})
+                self.hello(cl)
                 create(cl)
             popen()
             for r in range(rounds):
@@ -693,7 +700,7 @@ class Bench:
         # reply's bytes and decodes nothing: the sidecar's and the pipe's share.
         cl = self.raw_client(self.binary)
         try:
-            cl.call("hello", {})
+            self.hello(cl)
             made = 0
             for n in sizes:
                 while made < n:
