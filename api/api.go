@@ -56,15 +56,18 @@ func Register(srv *rpc.Server, m *manager.Manager, opts Options) {
 		opts.OnShutdown = func() {}
 	}
 	s := &service{m: m, opts: opts}
-	rpc.Handle(srv, "hello", s.hello)
+	// Lookups answer from memory at once: they are served in order on the
+	// reading goroutine. Everything that can wait (on a fork, a tool, the
+	// OS process table) runs on a goroutine of its own.
+	rpc.HandleInline(srv, "hello", s.hello)
+	rpc.HandleInline(srv, "running", s.running)
+	rpc.HandleInline(srv, "is_alive", s.isAlive)
+	rpc.HandleInline(srv, "fetch", s.fetch)
+	rpc.HandleInline(srv, "list", s.list)
 	rpc.Handle(srv, "create", s.create)
-	rpc.Handle(srv, "running", s.running)
-	rpc.Handle(srv, "is_alive", s.isAlive)
-	rpc.Handle(srv, "fetch", s.fetch)
 	rpc.Handle(srv, "stop", s.stop)
 	rpc.Handle(srv, "signal", s.signal)
 	rpc.Handle(srv, "wait", s.wait)
-	rpc.Handle(srv, "list", s.list)
 	rpc.Handle(srv, "shutdown", s.shutdown)
 	rpc.Handle(srv, "read_output", s.readOutput)
 	rpc.Handle(srv, "write_stdin", s.writeStdin)

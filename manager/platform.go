@@ -19,6 +19,8 @@ type platform interface {
 	toolAttr(cgroupFD int) *syscall.SysProcAttr
 	// processes lists every process the OS shows, zombies marked.
 	processes() ([]procEntry, error)
+	// process describes one process; false when it does not exist.
+	process(pid int) (procEntry, bool)
 	// environ returns the NUL-separated environment of pid, or an error when
 	// the OS does not show it.
 	environ(pid int) ([]byte, error)

@@ -26,16 +26,28 @@ func (darwinPlatform) processes() ([]procEntry, error) {
 		return nil, err
 	}
 	out := make([]procEntry, 0, len(kps))
-	for _, kp := range kps {
-		out = append(out, procEntry{
-			pid:    int(kp.Proc.P_pid),
-			ppid:   int(kp.Eproc.Ppid),
-			pgid:   int(kp.Eproc.Pgid),
-			start:  uint64(kp.Proc.P_starttime.Sec)*1e6 + uint64(kp.Proc.P_starttime.Usec),
-			zombie: kp.Proc.P_stat == 5, // SZOMB
-		})
+	for i := range kps {
+		out = append(out, entryOf(&kps[i]))
 	}
 	return out, nil
+}
+
+func (darwinPlatform) process(pid int) (procEntry, bool) {
+	kp, err := unix.SysctlKinfoProc("kern.proc.pid", pid)
+	if err != nil || int(kp.Proc.P_pid) != pid {
+		return procEntry{}, false
+	}
+	return entryOf(kp), true
+}
+
+func entryOf(kp *unix.KinfoProc) procEntry {
+	return procEntry{
+		pid:    int(kp.Proc.P_pid),
+		ppid:   int(kp.Eproc.Ppid),
+		pgid:   int(kp.Eproc.Pgid),
+		start:  uint64(kp.Proc.P_starttime.Sec)*1e6 + uint64(kp.Proc.P_starttime.Usec),
+		zombie: kp.Proc.P_stat == 5, // SZOMB
+	}
 }
 
 func (darwinPlatform) environ(int) ([]byte, error) {

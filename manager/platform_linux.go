@@ -84,6 +84,10 @@ func readStat(pid int, buf []byte) (procEntry, bool) {
 	return procEntry{pid: pid, ppid: ppid, pgid: pgid, start: start, zombie: f[0][0] == 'Z' || f[0][0] == 'X'}, true
 }
 
+func (linuxPlatform) process(pid int) (procEntry, bool) {
+	return readStat(pid, make([]byte, 1024))
+}
+
 func (linuxPlatform) environ(pid int) ([]byte, error) {
 	return os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 }

@@ -94,6 +94,11 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 // a tool's handler; in the kill phase every round SIGKILLs whatever is found.
 func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	r := t.current()
+	m.stopTree(t, r, sig, grace)
+	m.killStrays(t, r)
+}
+
+func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Duration) {
 	signalled := make(map[int]bool)
 	for _, e := range m.signalTree(t, r, sig) {
 		signalled[e.pid] = true
@@ -117,6 +122,31 @@ func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	}
 }
 
+// killStrays, in cgroup mode, looks once through the whole process table for
+// members outside the (now empty) cgroup — only a privileged process can have
+// moved one out — and SIGKILLs them. Without cgroup mode stopTree looked
+// there all along.
+func (m *Manager) killStrays(t *tool, r *run) {
+	if t.cg == nil {
+		return
+	}
+	deadline := time.Now().Add(killWait)
+	for {
+		strays := m.procs.membersOf(r.pid, t.tag)
+		if len(strays) == 0 && !m.procs.unsettled() {
+			return
+		}
+		if time.Now().After(deadline) {
+			m.log.Error("members outside the cgroup survive SIGKILL", "tag", t.tag, "members", len(strays))
+			return
+		}
+		for _, e := range strays {
+			m.killPid(e.pid, syscall.SIGKILL)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // awaitGone polls, with a short backoff, until the main process is reaped and
 // no member remains, or the deadline passes. each runs between polls.
 func (m *Manager) awaitGone(t *tool, r *run, deadline time.Time, each func()) bool {
@@ -124,7 +154,7 @@ func (m *Manager) awaitGone(t *tool, r *run, deadline time.Time, each func()) bo
 	for {
 		select {
 		case <-r.exited:
-			if len(m.membersOf(t, r)) == 0 && !m.procs.unsettled() {
+			if len(m.membersOf(t, r)) == 0 && (t.cg != nil || !m.procs.unsettled()) {
 				return true
 			}
 		default:
@@ -163,17 +193,25 @@ func (m *Manager) killTree(t *tool, r *run) {
 }
 
 func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill bool) []procEntry {
-	members := m.membersOf(t, r)
 	if cgroupKill && t.cg != nil {
 		t.cg.kill()
 	}
+	// The group first, while its leader is unreaped: it is most of the tree,
+	// and its signal need not wait for a look at the process table.
+	groupSent := false
 	m.mon.WithTracked(func(tracked func(int) bool) {
-		groupLive := tracked(r.pid)
-		for _, e := range members {
-			groupLive = groupLive || e.pgid == r.pid
-		}
-		if groupLive {
+		if tracked(r.pid) {
 			m.killGroup(r.pid, sig)
+			groupSent = true
+		}
+	})
+	members := m.membersOf(t, r)
+	m.mon.WithTracked(func(tracked func(int) bool) {
+		for _, e := range members {
+			if !groupSent && e.pgid == r.pid {
+				m.killGroup(r.pid, sig) // the leader is gone, members were just seen
+				groupSent = true
+			}
 		}
 		for _, e := range members {
 			if e.pgid != r.pid {
@@ -184,22 +222,19 @@ func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill 
 	return members
 }
 
-// membersOf lists the tool's live processes: the current run's process group, the
-// processes carrying its mark, and (in cgroup mode) its cgroup's members,
-// which no descendant can leave. A cgroup member unknown to the snapshot has
-// pgid -1: it is signalled by pid.
+// membersOf lists the tool's live processes. In cgroup mode the cgroup is
+// the membership — no descendant can fork outside it — so only its members
+// are looked at, not the whole process table (see killStrays for the rest).
+// Otherwise: the current run's process group and the processes carrying the
+// tool's mark, which finds the members that left the group.
 func (m *Manager) membersOf(t *tool, r *run) []procEntry {
-	members := m.procs.membersOf(r.pid, t.tag)
 	if t.cg == nil {
-		return members
+		return m.procs.membersOf(r.pid, t.tag)
 	}
-	known := make(map[int]bool, len(members))
-	for _, e := range members {
-		known[e.pid] = true
-	}
+	var members []procEntry
 	for _, pid := range t.cg.pids() {
-		if !known[pid] && pid != m.procs.self {
-			members = append(members, procEntry{pid: pid, pgid: -1})
+		if e, ok := host.process(pid); ok && !e.zombie && pid != m.procs.self {
+			members = append(members, e)
 		}
 	}
 	return members

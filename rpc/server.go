@@ -29,7 +29,12 @@ const (
 	NotifyQueue = 4096
 )
 
-type method func(ctx context.Context, params json.RawMessage) (any, error)
+type method struct {
+	fn func(ctx context.Context, params json.RawMessage) (any, error)
+	// inline methods answer at once without blocking: they are served on
+	// the reading goroutine, sparing a goroutine start and a thread wake-up.
+	inline bool
+}
 
 // Server dispatches JSON-RPC requests to registered methods.
 type Server struct {
@@ -65,7 +70,17 @@ func NewServer(log *slog.Logger) *Server {
 // params decode as {}. f's result is encoded as the reply; an *Error it
 // returns is sent as is, any other error as -32603.
 func Handle[P, R any](s *Server, name string, f func(context.Context, P) (R, error)) {
-	s.methods[name] = func(ctx context.Context, raw json.RawMessage) (any, error) {
+	s.methods[name] = method{fn: typed(f)}
+}
+
+// HandleInline is Handle for a method that answers at once and never blocks
+// (a lookup): it runs on the reading goroutine, in order with the input.
+func HandleInline[P, R any](s *Server, name string, f func(context.Context, P) (R, error)) {
+	s.methods[name] = method{fn: typed(f), inline: true}
+}
+
+func typed[P, R any](f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p P
 		if err := decodeParams(raw, &p); err != nil {
 			return nil, err
@@ -194,11 +209,17 @@ func AfterReply(ctx context.Context, f func()) {
 	}
 }
 
-// Handle runs on jsonrpc2's reader goroutine and never blocks it: the call
-// runs on its own goroutine, or — past MaxConcurrentCalls in progress — is
-// refused at once with CodeServerBusy. Reading goes on either way, so the
-// end of the input is always noticed.
+// Handle runs on jsonrpc2's reader goroutine. An inline method is served
+// right there; any other runs on its own goroutine, or — past
+// MaxConcurrentCalls in progress — is refused at once with CodeServerBusy.
+// Reading goes on either way, so the end of the input is always noticed.
 func (h handler) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	params := h.stream.takeParams()
+	m, ok := h.s.methods[req.Method]
+	if !ok || m.inline { // "method not found" is answered at once too
+		h.serve(ctx, req, m, params)
+		return
+	}
 	select {
 	case h.s.calls <- struct{}{}:
 	default:
@@ -212,55 +233,65 @@ func (h handler) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Req
 	go func() {
 		defer h.s.inflight.Add(-1)
 		defer func() { <-h.s.calls }()
-		var hooks []func()
-		defer func() {
-			for _, f := range hooks {
-				f()
-			}
-		}()
-		ctx := context.WithValue(ctx, afterReplyKey{}, &hooks)
-		result, err := h.s.call(ctx, req)
-		if !req.Notif {
-			h.reply(req, result, err)
-		}
+		h.serve(ctx, req, m, params)
 	}()
 }
 
+// serve runs one call (m is the zero method when none is registered) and
+// replies to it unless it is a notification.
+func (h handler) serve(ctx context.Context, req *jsonrpc2.Request, m method, params json.RawMessage) {
+	var hooks []func()
+	defer func() {
+		for _, f := range hooks {
+			f()
+		}
+	}()
+	ctx = context.WithValue(ctx, afterReplyKey{}, &hooks)
+	result, err := h.s.call(ctx, req.Method, m, params)
+	if !req.Notif {
+		h.reply(req, result, err)
+	}
+}
+
+// reply encodes the response once, straight into its frame.
 func (h handler) reply(req *jsonrpc2.Request, result any, err error) {
-	resp := &jsonrpc2.Response{ID: req.ID}
+	id, _ := req.ID.MarshalJSON()
+	body := make([]byte, 0, 256)
+	body = append(body, `{"jsonrpc":"2.0","id":`...)
+	body = append(body, id...)
+	var res []byte
 	if err == nil {
-		err = resp.SetResult(result)
+		res, err = json.Marshal(result)
 	}
 	if err != nil {
 		var re *Error
 		if !errors.As(err, &re) {
 			re = &Error{Code: CodeInternalError, Message: err.Error()}
 		}
-		resp.Error = re.wire()
+		res, _ = json.Marshal(re.wire())
+		body = append(body, `,"error":`...)
+	} else {
+		body = append(body, `,"result":`...)
 	}
-	if err := h.stream.WriteObject(resp); err != nil {
+	body = append(append(body, res...), '}')
+	if err := h.stream.writeFrame(body); err != nil {
 		h.s.log.Debug("reply not sent", "method", req.Method, "err", err)
 	}
 }
 
 // call runs one method, turning a panic into -32603 so that no handler can
 // take the sidecar (and with it every tool) down.
-func (s *Server) call(ctx context.Context, req *jsonrpc2.Request) (result any, err error) {
+func (s *Server) call(ctx context.Context, name string, m method, params json.RawMessage) (result any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("method panicked", "method", req.Method, "panic", r, "stack", string(debug.Stack()))
-			result, err = nil, Errorf(CodeInternalError, "internal error in %s: %v", req.Method, r)
+			s.log.Error("method panicked", "method", name, "panic", r, "stack", string(debug.Stack()))
+			result, err = nil, Errorf(CodeInternalError, "internal error in %s: %v", name, r)
 		}
 	}()
-	m, ok := s.methods[req.Method]
-	if !ok {
-		return nil, Errorf(CodeMethodNotFound, "method not found: %q", req.Method)
+	if m.fn == nil {
+		return nil, Errorf(CodeMethodNotFound, "method not found: %q", name)
 	}
-	var raw json.RawMessage
-	if req.Params != nil {
-		raw = *req.Params
-	}
-	return m(ctx, raw)
+	return m.fn(ctx, params)
 }
 
 // Notify queues a notification to the peer. It never blocks: when the queue
@@ -284,8 +315,11 @@ func (s *Server) notifier(stream *Stream) {
 	for n := range s.notes {
 		params, err := json.Marshal(n.params)
 		if err == nil {
-			raw := json.RawMessage(params)
-			err = stream.WriteObject(&jsonrpc2.Request{Method: n.method, Params: &raw, Notif: true})
+			method, _ := json.Marshal(n.method)
+			body := make([]byte, 0, len(params)+len(method)+40)
+			body = append(append(body, `{"jsonrpc":"2.0","method":`...), method...)
+			body = append(append(append(body, `,"params":`...), params...), '}')
+			err = stream.writeFrame(body)
 		}
 		if err != nil {
 			s.log.Debug("notification not sent", "method", n.method, "err", err)

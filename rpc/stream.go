@@ -26,6 +26,19 @@ type Stream struct {
 	log    *slog.Logger
 
 	wmu sync.Mutex // one frame at a time on out
+
+	// params of the request ReadObject returned last. jsonrpc2 reads and
+	// dispatches on one goroutine, one message at a time, so the handler
+	// takes them (takeParams) before the next ReadObject can replace them.
+	params json.RawMessage
+}
+
+// takeParams returns the params of the request just read; only the handler
+// called for that request, on the reading goroutine, may call it.
+func (s *Stream) takeParams() json.RawMessage {
+	p := s.params
+	s.params = nil
+	return p
 }
 
 // NewStream reads frames from r and writes them to w; Close calls closer.
@@ -62,7 +75,8 @@ func (s *Stream) ReadObject(v any) error {
 		case err != nil:
 			return err
 		}
-		if perr := checkRequest(frame); perr != nil {
+		req, perr := checkRequest(frame)
+		if perr != nil {
 			if perr.code != 0 {
 				s.writeError(perr.id, perr.code, perr.msg)
 			} else {
@@ -70,10 +84,21 @@ func (s *Stream) ReadObject(v any) error {
 			}
 			continue
 		}
-		if err := json.Unmarshal(frame, v); err != nil {
+		// jsonrpc2 decodes a message several times over (params through a
+		// map of interfaces and back); it gets only the envelope, and the
+		// params, already split out, travel beside it (see takeParams).
+		env := make([]byte, 0, 64+len(req.method)+len(req.id))
+		env = append(env, `{"jsonrpc":"2.0","method":`...)
+		env = append(env, req.method...)
+		if req.id != nil {
+			env = append(append(env, `,"id":`...), req.id...)
+		}
+		env = append(env, '}')
+		if err := json.Unmarshal(env, v); err != nil {
 			s.writeError(nil, CodeInvalidRequest, "invalid request: "+err.Error())
 			continue
 		}
+		s.params = req.params
 		return nil
 	}
 }
@@ -126,60 +151,67 @@ type requestError struct {
 
 var allowedMembers = map[string]bool{"jsonrpc": true, "id": true, "method": true, "params": true}
 
+// request is a frame that passed checkRequest, split into its members.
+type request struct {
+	id     json.RawMessage // nil for a notification
+	method json.RawMessage // a JSON string
+	params json.RawMessage // nil when absent
+}
+
 // checkRequest validates a frame as a single JSON-RPC 2.0 request or
-// notification with object (or absent/null) params.
-func checkRequest(frame []byte) *requestError {
-	if !json.Valid(frame) {
-		var probe any
-		err := json.Unmarshal(frame, &probe)
-		return &requestError{code: CodeParseError, msg: "parse error: " + err.Error()}
-	}
-	switch frame[0] {
-	case '{':
-	case '[':
-		return &requestError{code: CodeInvalidRequest, msg: "invalid request: batches are not supported; send one request per message"}
-	default:
-		return &requestError{code: CodeInvalidRequest, msg: "invalid request: a request must be a JSON object"}
-	}
+// notification with object (or absent/null) params, in one decoding pass.
+func checkRequest(frame []byte) (*request, *requestError) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(frame, &m); err != nil {
-		return &requestError{code: CodeInvalidRequest, msg: "invalid request: " + err.Error()}
+		var syn *json.SyntaxError
+		switch {
+		case errors.As(err, &syn):
+			return nil, &requestError{code: CodeParseError, msg: "parse error: " + err.Error()}
+		case frame[0] == '[':
+			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: batches are not supported; send one request per message"}
+		default:
+			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: a request must be a JSON object"}
+		}
+	}
+	if m == nil { // the frame was null
+		return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: a request must be a JSON object"}
 	}
 	rawID, hasID := m["id"]
 	var id json.RawMessage
 	if hasID {
 		if !validID(rawID) {
-			return &requestError{code: CodeInvalidRequest, msg: "invalid request: id must be a string or a non-negative integer"}
+			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: id must be a string or a non-negative integer"}
 		}
 		id = rawID
 	}
 	if _, isCall := m["method"]; !isCall {
 		if _, r := m["result"]; r {
-			return &requestError{msg: "a response from the host, but the sidecar makes no calls"}
+			return nil, &requestError{msg: "a response from the host, but the sidecar makes no calls"}
 		}
 		if _, e := m["error"]; e {
-			return &requestError{msg: "an error response from the host, but the sidecar makes no calls"}
+			return nil, &requestError{msg: "an error response from the host, but the sidecar makes no calls"}
 		}
 	}
 	if v, ok := m["jsonrpc"]; !ok || string(bytes.TrimSpace(v)) != `"2.0"` {
-		return &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "jsonrpc" must be "2.0"`}
+		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "jsonrpc" must be "2.0"`}
 	}
 	var method string
 	if err := json.Unmarshal(m["method"], &method); err != nil || method == "" {
-		return &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "method" must be a non-empty string`}
+		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "method" must be a non-empty string`}
 	}
 	for k := range m {
 		if !allowedMembers[k] {
-			return &requestError{id: id, code: CodeInvalidRequest, msg: fmt.Sprintf("invalid request: unknown member %q", k)}
+			return nil, &requestError{id: id, code: CodeInvalidRequest, msg: fmt.Sprintf("invalid request: unknown member %q", k)}
 		}
 	}
-	if p, ok := m["params"]; ok {
+	p, hasParams := m["params"]
+	if hasParams {
 		p = bytes.TrimSpace(p)
 		if len(p) > 0 && p[0] != '{' && string(p) != "null" {
-			return &requestError{id: id, code: CodeInvalidParams, msg: "invalid params: params must be a JSON object"}
+			return nil, &requestError{id: id, code: CodeInvalidParams, msg: "invalid params: params must be a JSON object"}
 		}
 	}
-	return nil
+	return &request{id: id, method: m["method"], params: p}, nil
 }
 
 // validID accepts what jsonrpc2.ID round-trips exactly: a string, or an
