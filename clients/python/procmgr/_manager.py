@@ -546,8 +546,17 @@ class ProcessManager:
                     environ[key] = value
                 else:
                     raise TypeError("environment value of %s must be str or None" % key)
-        params["env"] = environ
-        params["inherit_env"] = False
+        if clear_env:
+            params["env"] = environ
+            params["inherit_env"] = False
+        else:
+            # The sidecar inherited the host's environment as it was at spawn:
+            # send only the difference (usually nothing), not all of it.
+            base = sc.environ
+            delta = {k: v for k, v in environ.items() if base.get(k) != v}
+            delta.update({k: None for k in base if k not in environ})
+            if delta:
+                params["env"] = delta
         if stop_timeout is not None:
             _check_seconds(stop_timeout, "stop_timeout")
             params["stop_timeout"] = stop_timeout

@@ -170,9 +170,13 @@ class Sidecar:
         if stop_timeout is not None:
             args += ["--stop-timeout", _seconds(stop_timeout)]
         try:
+            # The sidecar's environment, kept so that creates send only how
+            # the host's environment differs from it (see ProcessManager.create).
+            self.environ = dict(os.environ)
             with open(self.stderr_path, "wb") as stderr_file:
                 self._popen = subprocess.Popen(
                     args,
+                    env=self.environ,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=stderr_file,

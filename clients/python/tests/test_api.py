@@ -463,6 +463,23 @@ class ManagerLifecycleTest(unittest.TestCase):
             pm.create("again", ["sleep", "1"])
         self.assertEqual(pm.shutdown(), 0, "shutdown is idempotent")
 
+    def test_a_variable_the_host_dropped_after_spawn_is_not_inherited(self):
+        # The client sends only the difference from the sidecar's own
+        # environment (inherited at spawn): a removal must be sent too.
+        os.environ["PROCMGR_TEST_GONE_LATER"] = "at-spawn"
+        try:
+            pm = ProcessManager(support.BIN)
+        finally:
+            del os.environ["PROCMGR_TEST_GONE_LATER"]
+        try:
+            self.assertEqual(support.environ(pm.pid).get("PROCMGR_TEST_GONE_LATER"), "at-spawn")
+            p = pm.create("t", ["sleep", "300"])
+            env = support.environ(p.pid)
+            self.assertNotIn("PROCMGR_TEST_GONE_LATER", env)
+            self.assertEqual(env.get("PATH"), os.environ.get("PATH"))
+        finally:
+            pm.shutdown()
+
     def test_shutdown_counts_and_releases(self):
         pm = ProcessManager(support.BIN)
         procs = [pm.create("t%d" % i, ["sleep", "300"]) for i in range(2)]
