@@ -2,7 +2,4 @@ module procmgr
 
 go 1.26.8
 
-require (
-	github.com/sourcegraph/jsonrpc2 v0.2.1
-	golang.org/x/sys v0.50.0
-)
+require golang.org/x/sys v0.50.0

@@ -3,8 +3,6 @@ package rpc
 import (
 	"encoding/json"
 	"fmt"
-
-	"github.com/sourcegraph/jsonrpc2"
 )
 
 // Standard JSON-RPC 2.0 error codes.
@@ -34,13 +32,18 @@ func Errorf(code int64, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-func (e *Error) wire() *jsonrpc2.Error {
-	we := &jsonrpc2.Error{Code: e.Code, Message: e.Message}
-	if e.Data != nil {
-		if b, err := json.Marshal(e.Data); err == nil {
-			raw := json.RawMessage(b)
-			we.Data = &raw
-		}
+// marshal encodes the error object of a response.
+func (e *Error) marshal() []byte {
+	b, err := json.Marshal(struct {
+		Code    int64  `json:"code"`
+		Message string `json:"message"`
+		Data    any    `json:"data,omitempty"`
+	}{e.Code, e.Message, e.Data})
+	if err != nil { // Data that cannot be encoded: send the error without it
+		b, _ = json.Marshal(struct {
+			Code    int64  `json:"code"`
+			Message string `json:"message"`
+		}{e.Code, e.Message})
 	}
-	return we
+	return b
 }

@@ -5,16 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/sourcegraph/jsonrpc2"
 )
 
 // Limits of a Server. Both bound what a peer can make the sidecar hold.
@@ -46,8 +43,6 @@ type Server struct {
 	inflight atomic.Int64 // calls being served
 	unsent   atomic.Int64 // notifications queued or being written
 
-	mu     sync.Mutex
-	stream *Stream
 }
 
 type notification struct {
@@ -180,22 +175,22 @@ func jsonKind(goKind string) string {
 // It returns as soon as the peer closes its input or the stream fails,
 // without waiting for calls in progress (a peer that stopped reading could
 // hold their replies forever); ctx, passed to methods, is then cancelled, so
-// waits inside methods end too. Replies and notifications are written to the
-// stream directly, so they still go out after the input ended; see Drain.
+// waits inside methods end too. Replies and notifications still go out after
+// the input ended; see Drain.
 func (s *Server) Serve(ctx context.Context, stream *Stream) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.mu.Lock()
-	s.stream = stream
-	s.mu.Unlock()
 	go s.notifier(stream)
-	conn := jsonrpc2.NewConn(ctx, stream, handler{s, stream}, jsonrpc2.SetLogger(slogLogger{s.log}))
-	<-conn.DisconnectNotify()
-}
-
-type handler struct {
-	s      *Server
-	stream *Stream
+	for {
+		req, err := stream.Read()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Warn("input ended", "err", err)
+			}
+			return
+		}
+		s.dispatch(ctx, stream, req)
+	}
 }
 
 type afterReplyKey struct{}
@@ -209,37 +204,37 @@ func AfterReply(ctx context.Context, f func()) {
 	}
 }
 
-// Handle runs on jsonrpc2's reader goroutine. An inline method is served
-// right there; any other runs on its own goroutine, or — past
-// MaxConcurrentCalls in progress — is refused at once with CodeServerBusy.
-// Reading goes on either way, so the end of the input is always noticed.
-func (h handler) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
-	params := h.stream.takeParams()
-	m, ok := h.s.methods[req.Method]
-	if !ok || m.inline { // "method not found" is answered at once too
-		h.serve(ctx, req, m, params)
+// dispatch runs on the reading goroutine. An inline method (and "method not
+// found") is answered right there; any other call runs on its own goroutine,
+// or — past MaxConcurrentCalls in progress — is refused at once with
+// CodeServerBusy. Reading goes on either way, so the end of the input is
+// always noticed.
+func (s *Server) dispatch(ctx context.Context, stream *Stream, req *Request) {
+	m, ok := s.methods[req.Method]
+	if !ok || m.inline {
+		s.serve(ctx, stream, req, m)
 		return
 	}
 	select {
-	case h.s.calls <- struct{}{}:
+	case s.calls <- struct{}{}:
 	default:
-		h.s.log.Warn("call refused: too many in progress", "method", req.Method, "limit", MaxConcurrentCalls)
-		if !req.Notif {
-			h.reply(req, nil, Errorf(CodeServerBusy, "server busy: %d calls in progress; %s was not run, retry when some have returned", MaxConcurrentCalls, req.Method))
+		s.log.Warn("call refused: too many in progress", "method", req.Method, "limit", MaxConcurrentCalls)
+		if !req.Notif() {
+			reply(stream, s.log, req, nil, Errorf(CodeServerBusy, "server busy: %d calls in progress; %s was not run, retry when some have returned", MaxConcurrentCalls, req.Method))
 		}
 		return
 	}
-	h.s.inflight.Add(1)
+	s.inflight.Add(1)
 	go func() {
-		defer h.s.inflight.Add(-1)
-		defer func() { <-h.s.calls }()
-		h.serve(ctx, req, m, params)
+		defer s.inflight.Add(-1)
+		defer func() { <-s.calls }()
+		s.serve(ctx, stream, req, m)
 	}()
 }
 
 // serve runs one call (m is the zero method when none is registered) and
 // replies to it unless it is a notification.
-func (h handler) serve(ctx context.Context, req *jsonrpc2.Request, m method, params json.RawMessage) {
+func (s *Server) serve(ctx context.Context, stream *Stream, req *Request, m method) {
 	var hooks []func()
 	defer func() {
 		for _, f := range hooks {
@@ -247,18 +242,18 @@ func (h handler) serve(ctx context.Context, req *jsonrpc2.Request, m method, par
 		}
 	}()
 	ctx = context.WithValue(ctx, afterReplyKey{}, &hooks)
-	result, err := h.s.call(ctx, req.Method, m, params)
-	if !req.Notif {
-		h.reply(req, result, err)
+	result, err := s.call(ctx, req.Method, m, req.Params)
+	if !req.Notif() {
+		reply(stream, s.log, req, result, err)
 	}
 }
 
-// reply encodes the response once, straight into its frame.
-func (h handler) reply(req *jsonrpc2.Request, result any, err error) {
-	id, _ := req.ID.MarshalJSON()
+// reply encodes the response once, straight into its frame, echoing the
+// request's id as it was sent.
+func reply(stream *Stream, log *slog.Logger, req *Request, result any, err error) {
 	body := make([]byte, 0, 256)
 	body = append(body, `{"jsonrpc":"2.0","id":`...)
-	body = append(body, id...)
+	body = append(body, req.ID...)
 	var res []byte
 	if err == nil {
 		res, err = json.Marshal(result)
@@ -268,14 +263,14 @@ func (h handler) reply(req *jsonrpc2.Request, result any, err error) {
 		if !errors.As(err, &re) {
 			re = &Error{Code: CodeInternalError, Message: err.Error()}
 		}
-		res, _ = json.Marshal(re.wire())
+		res = re.marshal()
 		body = append(body, `,"error":`...)
 	} else {
 		body = append(body, `,"result":`...)
 	}
 	body = append(append(body, res...), '}')
-	if err := h.stream.writeFrame(body); err != nil {
-		h.s.log.Debug("reply not sent", "method", req.Method, "err", err)
+	if err := stream.writeFrame(body); err != nil {
+		log.Debug("reply not sent", "method", req.Method, "err", err)
 	}
 }
 
@@ -339,10 +334,4 @@ func (s *Server) Drain(ctx context.Context) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-}
-
-type slogLogger struct{ log *slog.Logger }
-
-func (l slogLogger) Printf(format string, v ...any) {
-	l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
 }

@@ -9,14 +9,15 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 )
 
-// Stream is a jsonrpc2.ObjectStream that never lets one bad message end the
-// connection. Every frame is validated before jsonrpc2 sees it; a frame that
-// is not a well-formed JSON-RPC 2.0 request is answered here with an error
-// response (id null when the id cannot be read) and reading goes on.
-// Responses from the peer are dropped and logged: the sidecar makes no calls.
+// Stream reads JSON-RPC 2.0 requests from a byte stream and writes frames
+// back. It never lets one bad message end the connection: a frame that is
+// not a well-formed request is answered here with an error response (id null
+// when the id cannot be read) and reading goes on. Responses from the peer
+// are dropped and logged: the sidecar makes no calls.
 type Stream struct {
 	in     frameReader
 	out    *bufio.Writer
@@ -26,20 +27,17 @@ type Stream struct {
 	log    *slog.Logger
 
 	wmu sync.Mutex // one frame at a time on out
-
-	// params of the request ReadObject returned last. jsonrpc2 reads and
-	// dispatches on one goroutine, one message at a time, so the handler
-	// takes them (takeParams) before the next ReadObject can replace them.
-	params json.RawMessage
 }
 
-// takeParams returns the params of the request just read; only the handler
-// called for that request, on the reading goroutine, may call it.
-func (s *Stream) takeParams() json.RawMessage {
-	p := s.params
-	s.params = nil
-	return p
+// Request is one valid request or notification.
+type Request struct {
+	ID     json.RawMessage // as sent (a string or an integer); nil for a notification
+	Method string
+	Params json.RawMessage // an object, or nil when absent or null
 }
+
+// Notif reports whether the request is a notification (no reply is due).
+func (r *Request) Notif() bool { return r.ID == nil }
 
 // NewStream reads frames from r and writes them to w; Close calls closer.
 // maxMessage bounds an incoming frame in bytes.
@@ -57,10 +55,9 @@ func NewStream(r io.Reader, w io.Writer, closer io.Closer, framing Framing, maxM
 	return s, nil
 }
 
-// ReadObject implements jsonrpc2.ObjectStream. It returns only a valid request
-// (decoded into v) or the error that ended the input (io.EOF when the peer
-// closed it).
-func (s *Stream) ReadObject(v any) error {
+// Read returns the next valid request, answering every bad frame on the
+// way, or the error that ended the input (io.EOF when the peer closed it).
+func (s *Stream) Read() (*Request, error) {
 	for {
 		frame, err := s.in.next()
 		var bad errBadHeader
@@ -73,7 +70,7 @@ func (s *Stream) ReadObject(v any) error {
 			s.writeError(nil, CodeParseError, "parse error: "+bad.reason)
 			continue
 		case err != nil:
-			return err
+			return nil, err
 		}
 		req, perr := checkRequest(frame)
 		if perr != nil {
@@ -84,32 +81,8 @@ func (s *Stream) ReadObject(v any) error {
 			}
 			continue
 		}
-		// jsonrpc2 decodes a message several times over (params through a
-		// map of interfaces and back); it gets only the envelope, and the
-		// params, already split out, travel beside it (see takeParams).
-		env := make([]byte, 0, 64+len(req.method)+len(req.id))
-		env = append(env, `{"jsonrpc":"2.0","method":`...)
-		env = append(env, req.method...)
-		if req.id != nil {
-			env = append(append(env, `,"id":`...), req.id...)
-		}
-		env = append(env, '}')
-		if err := json.Unmarshal(env, v); err != nil {
-			s.writeError(nil, CodeInvalidRequest, "invalid request: "+err.Error())
-			continue
-		}
-		s.params = req.params
-		return nil
+		return req, nil
 	}
-}
-
-// WriteObject implements jsonrpc2.ObjectStream.
-func (s *Stream) WriteObject(obj any) error {
-	body, err := json.Marshal(obj)
-	if err != nil {
-		return err
-	}
-	return s.writeFrame(body)
 }
 
 func (s *Stream) writeFrame(body []byte) error {
@@ -118,7 +91,7 @@ func (s *Stream) writeFrame(body []byte) error {
 	return s.write(s.out, body)
 }
 
-// Close implements jsonrpc2.ObjectStream.
+// Close closes the input side.
 func (s *Stream) Close() error { return s.closer.Close() }
 
 func (s *Stream) writeError(id json.RawMessage, code int64, msg string) {
@@ -149,73 +122,92 @@ type requestError struct {
 	msg  string
 }
 
-var allowedMembers = map[string]bool{"jsonrpc": true, "id": true, "method": true, "params": true}
-
-// request is a frame that passed checkRequest, split into its members.
-type request struct {
-	id     json.RawMessage // nil for a notification
-	method json.RawMessage // a JSON string
-	params json.RawMessage // nil when absent
+// wireRequest is every member a request (or a stray response) may carry.
+type wireRequest struct {
+	JSONRPC json.RawMessage `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  json.RawMessage `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   json.RawMessage `json:"error"`
 }
 
 // checkRequest validates a frame as a single JSON-RPC 2.0 request or
 // notification with object (or absent/null) params, in one decoding pass.
-func checkRequest(frame []byte) (*request, *requestError) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(frame, &m); err != nil {
+func checkRequest(frame []byte) (*Request, *requestError) {
+	var w wireRequest
+	dec := json.NewDecoder(bytes.NewReader(frame))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&w)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			return nil, &requestError{code: CodeParseError, msg: "parse error: data after the JSON value"}
+		}
+	}
+	var unknown string
+	if err != nil {
 		var syn *json.SyntaxError
-		switch {
-		case errors.As(err, &syn):
-			return nil, &requestError{code: CodeParseError, msg: "parse error: " + err.Error()}
+		switch msg := err.Error(); {
+		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+			return nil, &requestError{code: CodeParseError, msg: "parse error: " + msg}
 		case frame[0] == '[':
 			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: batches are not supported; send one request per message"}
+		case strings.HasPrefix(msg, "json: unknown field "):
+			unknown = strings.TrimPrefix(msg, "json: unknown field ")
+			// Decode again, leniently, to learn the id to echo.
+			w = wireRequest{}
+			if json.Unmarshal(frame, &w) != nil {
+				return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: unknown member " + unknown}
+			}
 		default:
 			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: a request must be a JSON object"}
 		}
 	}
-	if m == nil { // the frame was null
+	if frame[0] != '{' { // null decodes into the struct without error
 		return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: a request must be a JSON object"}
 	}
-	rawID, hasID := m["id"]
 	var id json.RawMessage
-	if hasID {
-		if !validID(rawID) {
+	if w.ID != nil {
+		if !validID(w.ID) {
 			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: id must be a string or a non-negative integer"}
 		}
-		id = rawID
+		id = w.ID
 	}
-	if _, isCall := m["method"]; !isCall {
-		if _, r := m["result"]; r {
+	if w.Method == nil && unknown == "" {
+		if w.Result != nil {
 			return nil, &requestError{msg: "a response from the host, but the sidecar makes no calls"}
 		}
-		if _, e := m["error"]; e {
+		if w.Error != nil {
 			return nil, &requestError{msg: "an error response from the host, but the sidecar makes no calls"}
 		}
 	}
-	if v, ok := m["jsonrpc"]; !ok || string(bytes.TrimSpace(v)) != `"2.0"` {
+	if string(bytes.TrimSpace(w.JSONRPC)) != `"2.0"` {
 		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "jsonrpc" must be "2.0"`}
 	}
 	var method string
-	if err := json.Unmarshal(m["method"], &method); err != nil || method == "" {
+	if err := json.Unmarshal(w.Method, &method); err != nil || method == "" {
 		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "method" must be a non-empty string`}
 	}
-	for k := range m {
-		if !allowedMembers[k] {
-			return nil, &requestError{id: id, code: CodeInvalidRequest, msg: fmt.Sprintf("invalid request: unknown member %q", k)}
-		}
+	switch {
+	case unknown != "":
+		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: "invalid request: unknown member " + unknown}
+	case w.Result != nil:
+		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: unknown member "result"`}
+	case w.Error != nil:
+		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: unknown member "error"`}
 	}
-	p, hasParams := m["params"]
-	if hasParams {
-		p = bytes.TrimSpace(p)
-		if len(p) > 0 && p[0] != '{' && string(p) != "null" {
-			return nil, &requestError{id: id, code: CodeInvalidParams, msg: "invalid params: params must be a JSON object"}
-		}
+	params := bytes.TrimSpace(w.Params)
+	switch {
+	case len(params) == 0 || string(params) == "null":
+		params = nil
+	case params[0] != '{':
+		return nil, &requestError{id: id, code: CodeInvalidParams, msg: "invalid params: params must be a JSON object"}
 	}
-	return &request{id: id, method: m["method"], params: p}, nil
+	return &Request{ID: id, Method: method, Params: params}, nil
 }
 
-// validID accepts what jsonrpc2.ID round-trips exactly: a string, or an
-// integer from 0 to 2^63-1.
+// validID accepts a string, or an integer from 0 to 2^63-1 (what common
+// clients, and the Go and Python clients here, send).
 func validID(raw json.RawMessage) bool {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {

@@ -45,7 +45,7 @@ func serve(t *testing.T, framing Framing, max int) (io.WriteCloser, *bufio.Reade
 	return inW, bufio.NewReader(outR)
 }
 
-type reply struct {
+type testReply struct {
 	ID     json.RawMessage `json:"id"`
 	Result json.RawMessage `json:"result"`
 	Error  *struct {
@@ -54,7 +54,7 @@ type reply struct {
 	} `json:"error"`
 }
 
-func readReply(t *testing.T, r *bufio.Reader) reply {
+func readReply(t *testing.T, r *bufio.Reader) testReply {
 	t.Helper()
 	type res struct {
 		line string
@@ -67,15 +67,15 @@ func readReply(t *testing.T, r *bufio.Reader) reply {
 		if got.err != nil {
 			t.Fatalf("read reply: %v", got.err)
 		}
-		var rep reply
+		var rep testReply
 		if err := json.Unmarshal([]byte(got.line), &rep); err != nil {
-			t.Fatalf("reply %q is not JSON: %v", got.line, err)
+			t.Fatalf("testReply %q is not JSON: %v", got.line, err)
 		}
 		return rep
 	case <-time.After(5 * time.Second):
-		t.Fatal("no reply within 5 s")
+		t.Fatal("no testReply within 5 s")
 	}
-	return reply{}
+	return testReply{}
 }
 
 func TestBadInputIsAnsweredAndTheConnectionSurvives(t *testing.T) {
@@ -108,7 +108,7 @@ func TestBadInputIsAnsweredAndTheConnectionSurvives(t *testing.T) {
 			io.WriteString(w, c.in+"\n")
 			rep := readReply(t, r)
 			if rep.Error == nil || rep.Error.Code != c.code || string(rep.ID) != c.id {
-				t.Fatalf("reply %+v (error %+v), want code %d id %s", rep, rep.Error, c.code, c.id)
+				t.Fatalf("testReply %+v (error %+v), want code %d id %s", rep, rep.Error, c.code, c.id)
 			}
 			io.WriteString(w, `{"jsonrpc":"2.0","id":99,"method":"echo","params":{"text":"still here"}}`+"\n")
 			if rep := readReply(t, r); rep.Error != nil || !strings.Contains(string(rep.Result), "still here") {
@@ -149,7 +149,7 @@ func TestNotificationsGetNoReply(t *testing.T) {
 	io.WriteString(w, `{"jsonrpc":"2.0","method":"echo","params":{"text":"n"}}`+"\n")
 	io.WriteString(w, `{"jsonrpc":"2.0","id":5,"method":"echo","params":{"text":"c"}}`+"\n")
 	if rep := readReply(t, r); string(rep.ID) != "5" {
-		t.Fatalf("first reply is %+v, want the call's (id 5): notifications get no reply", rep)
+		t.Fatalf("first testReply is %+v, want the call's (id 5): notifications get no testReply", rep)
 	}
 }
 
@@ -159,7 +159,7 @@ func TestHeaderFraming(t *testing.T) {
 	io.WriteString(w, "content-length: "+itoa(len(body))+"\r\nContent-Type: application/json\r\n\r\n"+body)
 	hdr, err := r.ReadString('\n')
 	if err != nil || !strings.HasPrefix(hdr, "Content-Length: ") {
-		t.Fatalf("reply header %q, %v", hdr, err)
+		t.Fatalf("testReply header %q, %v", hdr, err)
 	}
 	if blank, _ := r.ReadString('\n'); blank != "\r\n" {
 		t.Fatalf("header block not ended by a blank line: %q", blank)
@@ -170,7 +170,7 @@ func TestHeaderFraming(t *testing.T) {
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil || !strings.Contains(string(buf), "hdr") {
-		t.Fatalf("reply body %q, %v", buf, err)
+		t.Fatalf("testReply body %q, %v", buf, err)
 	}
 }
 
