@@ -998,8 +998,8 @@ def markdown(b: Bench, mach: Dict[str, str], elapsed: float, mode: str) -> str:
         "runs every row and rewrites this file; `python3 bench/run.py --smoke` runs every row with tiny "
         "counts in well under 30 s and writes nothing (for CI). `--rows 1,4` runs some rows; "
         "`--json FILE` keeps every raw figure. The floor program is `bench/echo`, built into a "
-        "temporary directory by the run. Profiling aids: `bench/micro` (Go microbenchmarks) and "
-        "`bench/experiments` (A/B of prototype changes).\n"
+        "temporary directory by the run. Profiling aid: `bench/micro` (Go microbenchmarks of "
+        "the sidecar's parts, in process).\n"
     )
     analysis = os.path.join(HERE, "analysis.md")
     if os.path.exists(analysis):
