@@ -83,6 +83,16 @@ def fmt_num(x: float) -> str:
     return "%.2f" % x
 
 
+def p50_p99(s: dict) -> str:
+    """A summary's median and p99, as "p50 / p99" in readable units."""
+    return "%s / %s" % (fmt_us(s["p50"]), fmt_us(s["p99"]))
+
+
+def noise(a: dict, b: dict) -> str:
+    """How noisy two summaries were: interquartile range over the median."""
+    return "IQR/median %.0f%% vs %.0f%%" % (100 * a["iqr_rel"], 100 * b["iqr_rel"])
+
+
 def fmt_us(seconds: float) -> str:
     """A duration in µs (or ms / s when large)."""
     if seconds != seconds:

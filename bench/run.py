@@ -171,8 +171,8 @@ class Bench:
                 Line(
                     "1",
                     "`running` round trip, Python client (p50 / p99)",
-                    "%s / %s" % (bl.fmt_us(sa["p50"]), bl.fmt_us(sa["p99"])),
-                    "%s / %s" % (bl.fmt_us(sb["p50"]), bl.fmt_us(sb["p99"])),
+                    bl.p50_p99(sa),
+                    bl.p50_p99(sb),
                     "%s× (p99 %s×)" % (bl.fmt_num(ratio), bl.fmt_num(sa["p99"] / sb["p99"])),
                     "≤ 1.3× at p50",
                     ratio <= 1.3,
@@ -213,8 +213,8 @@ class Bench:
                 Line(
                     "1",
                     "`running` round trip, synchronous raw client",
-                    "%s / %s" % (bl.fmt_us(sa["p50"]), bl.fmt_us(sa["p99"])),
-                    "%s / %s" % (bl.fmt_us(sb["p50"]), bl.fmt_us(sb["p99"])),
+                    bl.p50_p99(sa),
+                    bl.p50_p99(sb),
                     "%s× (p99 %s×)" % (bl.fmt_num(sa["p50"] / sb["p50"]), bl.fmt_num(sa["p99"] / sb["p99"])),
                     "(diagnostic)",
                     None,
@@ -336,26 +336,26 @@ class Bench:
             Line(
                 "3",
                 "spawn /bin/true, small host (%d MiB RSS): create vs Popen" % (s["rss_kb"] // 1024),
-                "%s / %s" % (bl.fmt_us(sc["p50"]), bl.fmt_us(sc["p99"])),
-                "%s / %s" % (bl.fmt_us(sp["p50"]), bl.fmt_us(sp["p99"])),
+                bl.p50_p99(sc),
+                bl.p50_p99(sp),
                 "%s×" % bl.fmt_num(r),
                 "≤ 1.5× plain Popen",
                 r <= 1.5,
                 "%d each" % sc["n"],
-                "IQR/median %.0f%% vs %.0f%%" % (100 * sc["iqr_rel"], 100 * sp["iqr_rel"]),
+                bl.noise(sc, sp),
             )
         )
         self.add(
             Line(
                 "3",
                 "  small host: create vs Popen(preexec_fn=os.setpgrp)",
-                "%s / %s" % (bl.fmt_us(sc["p50"]), bl.fmt_us(sc["p99"])),
-                "%s / %s" % (bl.fmt_us(sx["p50"]), bl.fmt_us(sx["p99"])),
+                bl.p50_p99(sc),
+                bl.p50_p99(sx),
                 "%s× faster" % bl.fmt_num(sx["p50"] / sc["p50"]),
                 "",
                 None,
                 "%d / %d" % (sc["n"], sx["n"]),
-                "IQR/median %.0f%% vs %.0f%%" % (100 * sc["iqr_rel"], 100 * sx["iqr_rel"]),
+                bl.noise(sc, sx),
             )
         )
         bc, bp, bx = bl.summary(b["create"]), bl.summary(b["plain"]), bl.summary(b["preexec"])
@@ -365,26 +365,26 @@ class Bench:
                 "3",
                 "big host (%d MiB touched, RSS %d MiB): create vs Popen(preexec_fn)"
                 % (b["mib"], b["rss_kb"] // 1024),
-                "%s / %s" % (bl.fmt_us(bc["p50"]), bl.fmt_us(bc["p99"])),
-                "%s / %s" % (bl.fmt_us(bx["p50"]), bl.fmt_us(bx["p99"])),
+                bl.p50_p99(bc),
+                bl.p50_p99(bx),
                 "%s× faster" % bl.fmt_num(speed),
                 "≥ 100× faster",
                 speed >= 100,
                 "%d / %d" % (bc["n"], bx["n"]),
-                "IQR/median %.0f%% vs %.0f%%" % (100 * bc["iqr_rel"], 100 * bx["iqr_rel"]),
+                bl.noise(bc, bx),
             )
         )
         self.add(
             Line(
                 "3",
                 "  big host: create vs plain Popen (vfork)",
-                "%s / %s" % (bl.fmt_us(bc["p50"]), bl.fmt_us(bc["p99"])),
-                "%s / %s" % (bl.fmt_us(bp["p50"]), bl.fmt_us(bp["p99"])),
+                bl.p50_p99(bc),
+                bl.p50_p99(bp),
                 "%s×" % bl.fmt_num(bc["p50"] / bp["p50"]),
                 "",
                 None,
                 "%d each" % bc["n"],
-                "IQR/median %.0f%% vs %.0f%%" % (100 * bc["iqr_rel"], 100 * bp["iqr_rel"]),
+                bl.noise(bc, bp),
             )
         )
         if self.p.smoke:
@@ -441,13 +441,13 @@ class Bench:
                 Line(
                     "3",
                     "  create via raw client, sidecar %s, vs Popen here" % ("default (cgroup mode)" if name == "cgroup" else "--no-cgroup"),
-                    "%s / %s" % (bl.fmt_us(sc["p50"]), bl.fmt_us(sc["p99"])),
-                    "%s / %s" % (bl.fmt_us(sp["p50"]), bl.fmt_us(sp["p99"])),
+                    bl.p50_p99(sc),
+                    bl.p50_p99(sp),
                     "%s×" % bl.fmt_num(sc["p50"] / sp["p50"]),
                     "(diagnostic)",
                     None,
                     "%d each" % sc["n"],
-                    "IQR/median %.0f%% vs %.0f%%" % (100 * sc["iqr_rel"], 100 * sp["iqr_rel"]),
+                    bl.noise(sc, sp),
                 )
             )
 
@@ -679,7 +679,7 @@ class Bench:
                     Line(
                         "5",
                         "`list` (Python client) at %d tools" % size,
-                        "%s / %s" % (bl.fmt_us(s["p50"]), bl.fmt_us(s["p99"])),
+                        bl.p50_p99(s),
                         "%s (`running`)" % bl.fmt_us(running["p50"]),
                         "%s× running" % bl.fmt_num(s["p50"] / running["p50"]),
                         "",
@@ -719,7 +719,7 @@ class Bench:
                     Line(
                         "5",
                         "  `list` raw client (sidecar + pipe only) at %d tools" % n,
-                        "%s / %s" % (bl.fmt_us(s["p50"]), bl.fmt_us(s["p99"])),
+                        bl.p50_p99(s),
                         "%s (Python client)" % bl.fmt_us(client),
                         "%.0f%% of the client's time" % (100 * s["p50"] / client),
                         "(diagnostic)",
@@ -758,13 +758,13 @@ class Bench:
             Line(
                 "6",
                 "sidecar start: spawn → first `hello` reply",
-                "%s / %s" % (bl.fmt_us(sa["p50"]), bl.fmt_us(sa["p99"])),
-                "%s / %s" % (bl.fmt_us(sb["p50"]), bl.fmt_us(sb["p99"])),
+                bl.p50_p99(sa),
+                bl.p50_p99(sb),
                 "%s×" % bl.fmt_num(sa["p50"] / sb["p50"]),
                 "≤ 5 ms",
                 sa["p50"] <= 0.005,
                 "%d starts each, interleaved" % sa["n"],
-                "IQR/median %.0f%% vs %.0f%%" % (100 * sa["iqr_rel"], 100 * sb["iqr_rel"]),
+                bl.noise(sa, sb),
             )
         )
         # And what a Python user waits for: ProcessManager() until usable.
@@ -782,7 +782,7 @@ class Bench:
             Line(
                 "6",
                 "  ProcessManager() construction (Python client)",
-                "%s / %s" % (bl.fmt_us(s["p50"]), bl.fmt_us(s["p99"])),
+                bl.p50_p99(s),
                 "",
                 "",
                 "",
