@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +26,18 @@ import (
 type cgroupSet struct {
 	dir  string // <our cgroup>/procmgr-<session>
 	next atomic.Int64
+
+	// spare holds a tool cgroup made ahead of time, so that a create does
+	// not wait for mkdir (~60 µs); each one taken is replaced off the create
+	// path. mu orders those mkdirs against remove.
+	spare  chan string
+	mu     sync.Mutex
+	made   bool // the session directory exists
+	closed bool
 }
+
+// spareCgroups is how many tool cgroups wait ready.
+const spareCgroups = 2
 
 // errNoCgroup: cgroup v2 is not mounted or not writable here.
 var errNoCgroup = errors.New("cgroup v2 not available")
@@ -41,27 +53,72 @@ func openCgroupSet(session string) (*cgroupSet, error) {
 		return nil, err
 	}
 	dir := filepath.Join(mount, own, "procmgr-"+session)
+	// Probe that the hierarchy is writable, but make the directory for good
+	// only at the first create: by then the session watchdog runs, and it
+	// removes the directory if the sidecar is killed. A sidecar killed
+	// before that leaves nothing behind.
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %v", errNoCgroup, err)
 	}
-	return &cgroupSet{dir: dir}, nil
+	os.Remove(dir)
+	return &cgroupSet{dir: dir, spare: make(chan string, spareCgroups)}, nil
 }
 
 // Dir is the session cgroup's path.
 func (s *cgroupSet) Dir() string { return s.dir }
 
-// newTool creates a tool's cgroup. Every run of the tool is cloned into it
-// (see Manager.fork).
+// newTool returns a new tool cgroup, a spare one when there is one. Every
+// run of the tool is cloned into it (see Manager.fork).
 func (s *cgroupSet) newTool() (*toolCgroup, error) {
-	dir := filepath.Join(s.dir, "tool-"+strconv.FormatInt(s.next.Add(1), 10))
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	select {
+	case dir := <-s.spare:
+		go s.refill(1)
+		return &toolCgroup{dir: dir}, nil
+	default:
+	}
+	s.mu.Lock()
+	dir, err := s.mkdir()
+	s.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
+	go s.refill(spareCgroups)
 	return &toolCgroup{dir: dir}, nil
 }
 
+// mkdir makes a tool cgroup (and the session's at the first call). The
+// caller holds mu.
+func (s *cgroupSet) mkdir() (string, error) {
+	if !s.made {
+		if err := os.Mkdir(s.dir, 0o755); err != nil && !os.IsExist(err) {
+			return "", err
+		}
+		s.made = true
+	}
+	dir := filepath.Join(s.dir, "tool-"+strconv.FormatInt(s.next.Add(1), 10))
+	return dir, os.Mkdir(dir, 0o755)
+}
+
+// refill makes up to n spare cgroups, unless the set was removed meanwhile.
+func (s *cgroupSet) refill(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ; n > 0 && !s.closed && len(s.spare) < cap(s.spare); n-- {
+		dir, err := s.mkdir()
+		if err != nil {
+			return
+		}
+		s.spare <- dir // cannot block: there was room, and only refill sends under mu
+	}
+}
+
 // remove deletes the session cgroup; it fails (harmlessly) while populated.
-func (s *cgroupSet) remove() error { return removeCgroupTree(s.dir) }
+func (s *cgroupSet) remove() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return removeCgroupTree(s.dir)
+}
 
 // toolCgroup is one tool's cgroup.
 type toolCgroup struct{ dir string }

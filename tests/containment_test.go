@@ -544,7 +544,20 @@ func TestRepliesSurviveAHostThatPausesReading(t *testing.T) {
 	inR.Close()
 	outW.Close()
 	execChildren.Store(cmd.Process.Pid, true)
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); killMarked(envSidecar, mark) })
+	waited := make(chan struct{})
+	go func() { cmd.Wait(); close(waited) }()
+	t.Cleanup(func() {
+		// End it as a host would (EOF), so that it removes its cgroups; kill
+		// it and whatever it leaves only if that does not work in time.
+		inW.Close()
+		select {
+		case <-waited:
+		case <-time.After(callTimeout):
+			cmd.Process.Kill()
+			<-waited
+		}
+		killMarked(envSidecar, mark)
+	})
 	writeErr := make(chan error, 1)
 	ids := 0
 	var reqs []byte
