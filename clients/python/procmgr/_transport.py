@@ -90,13 +90,31 @@ def find_binary(binary: Optional[Any] = None) -> str:
 
 
 class _Pending:
-    __slots__ = ("event", "result", "error", "method")
+    """One call waiting for its reply.
+
+    The wait is a lock taken at creation and released by the reader thread
+    when the reply is in: cheaper than a threading.Event (a Condition with its
+    own lock), which matters when many threads call at once.
+    """
+
+    __slots__ = ("_done", "result", "error", "method", "_answered")
 
     def __init__(self, method: str) -> None:
-        self.event = threading.Event()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._answered = False
         self.result: Any = None
         self.error: Optional[BaseException] = None
         self.method = method
+
+    def answer(self) -> None:
+        """Wake the caller; called once, by whoever settles the call."""
+        if not self._answered:
+            self._answered = True
+            self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.acquire(timeout=max(0.0, timeout))
 
 
 def _dup_or_devnull(fd: int) -> int:
@@ -253,7 +271,7 @@ class Sidecar:
                 self._pending.pop(req_id, None)
             raise
         try:
-            answered = pending.event.wait(max(0.0, deadline - time.monotonic()))
+            answered = pending.wait(deadline - time.monotonic())
         except BaseException:  # KeyboardInterrupt while waiting: give the call up
             self._give_up(req_id)
             raise
@@ -392,7 +410,7 @@ class Sidecar:
             pending.error = error_from_rpc(msg["error"], pending.method)
         else:
             pending.result = msg.get("result")
-        pending.event.set()
+        pending.answer()
 
     def _notify(self, method: Any, params: Any) -> None:
         handler = self._on_notification
@@ -447,7 +465,7 @@ class Sidecar:
             self._pending.clear()
         for p in pending:
             p.error = SidecarError(text)
-            p.event.set()
+            p.answer()
         # Our write end is useless now; closing it also tells a sidecar that
         # merely closed its stdout to stop every tool.
         self._close_stdin(lock_timeout=1.0)
