@@ -130,11 +130,14 @@ class Bench:
         return h
 
     def host(self, args: List[str]) -> subprocess.Popen:
+        # A host that dies of SIGKILL leaves its client's log directory behind
+        # (kept on purpose, for a post-mortem): put it in the bench's own.
         p = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "hosts.py")] + args,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env=dict(os.environ, TMPDIR=self.tmp),
         )
         self.reaper.add_group(p.pid)
         return p
