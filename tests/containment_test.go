@@ -353,23 +353,8 @@ func TestHostThatStopsReadingCannotBlockCleanup(t *testing.T) {
 	// A host that never reads: replies and "exited" notifications fill the
 	// stdout pipe. EOF on stdin must still stop every tool and end the
 	// sidecar; nothing may deadlock on the full pipe.
-	inR, inW, _ := os.Pipe()
-	outR, outW, _ := os.Pipe()
-	defer outR.Close()
-	mark := randomID()
-	cmd := exec.Command(binary, "--parent-pid", strconv.Itoa(os.Getpid()))
-	cmd.Stdin, cmd.Stdout = inR, outW
-	cmd.Env = sidecarEnv(mark)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	inR.Close()
-	outW.Close()
-	execChildren.Store(cmd.Process.Pid, true)
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); killMarked(envSidecar, mark) })
+	sc := startRawSidecar(t)
+	cmd, inW, outR, waited, mark := sc.cmd, sc.in, sc.out, sc.waited, sc.mark
 
 	write := func(s string) {
 		if _, err := inW.Write([]byte(s + "\n")); err != nil {
@@ -410,22 +395,8 @@ func TestHostThatStopsReadingCannotBlockCleanup(t *testing.T) {
 
 func TestClosedStdoutDoesNotKillSidecarWithSIGPIPE(t *testing.T) {
 	t.Parallel()
-	inR, inW, _ := os.Pipe()
-	outR, outW, _ := os.Pipe()
-	mark := randomID()
-	cmd := exec.Command(binary, "--parent-pid", strconv.Itoa(os.Getpid()))
-	cmd.Stdin, cmd.Stdout = inR, outW
-	cmd.Env = sidecarEnv(mark)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	inR.Close()
-	outW.Close()
-	execChildren.Store(cmd.Process.Pid, true)
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); inW.Close(); killMarked(envSidecar, mark) })
+	sc := startRawSidecar(t)
+	cmd, inW, outR, waited := sc.cmd, sc.in, sc.out, sc.waited
 
 	fmt.Fprintln(inW, request(1, "create", map[string]any{"tag": "keeper", "argv": []string{"/bin/sleep", "1000"}}))
 	// Notifications may come first; read up to the reply.
@@ -530,34 +501,8 @@ func TestRepliesSurviveAHostThatPausesReading(t *testing.T) {
 	t.Parallel()
 	// The host stops reading until the stdout pipe is full, then resumes:
 	// notifications may be dropped (bounded buffer), replies never.
-	inR, inW, _ := os.Pipe()
-	outR, outW, _ := os.Pipe()
-	defer outR.Close()
-	mark := randomID()
-	cmd := exec.Command(binary, "--parent-pid", strconv.Itoa(os.Getpid()))
-	cmd.Stdin, cmd.Stdout = inR, outW
-	cmd.Env = sidecarEnv(mark)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	inR.Close()
-	outW.Close()
-	execChildren.Store(cmd.Process.Pid, true)
-	waited := make(chan struct{})
-	go func() { cmd.Wait(); close(waited) }()
-	t.Cleanup(func() {
-		// End it as a host would (EOF), so that it removes its cgroups; kill
-		// it and whatever it leaves only if that does not work in time.
-		inW.Close()
-		select {
-		case <-waited:
-		case <-time.After(callTimeout):
-			cmd.Process.Kill()
-			<-waited
-		}
-		killMarked(envSidecar, mark)
-	})
+	sc := startRawSidecar(t)
+	inW, outR := sc.in, sc.out
 	writeErr := make(chan error, 1)
 	ids := 0
 	var reqs []byte
@@ -658,4 +603,48 @@ func TestOrphanedDescendantsAreReapedBySidecar(t *testing.T) {
 			t.Errorf("exited sent for a descendant, not the tool's main process: %s", n.Params)
 		}
 	}
+}
+
+// rawSidecar is a sidecar driven through bare pipes, for tests of what a host
+// does to its own ends of them (stops reading, closes them).
+type rawSidecar struct {
+	cmd    *exec.Cmd
+	mark   string        // its envSidecar value, which its tools inherit
+	in     *os.File      // the host's write end of the sidecar's stdin
+	out    *os.File      // the host's read end of the sidecar's stdout
+	waited chan struct{} // closed once the sidecar has been reaped
+}
+
+// startRawSidecar starts one in a session of its own. Its cleanup ends it as
+// a host would, by EOF, so that it stops its tools and removes its cgroups,
+// and kills it and whatever carries its mark only if that fails in time.
+func startRawSidecar(t *testing.T) *rawSidecar {
+	t.Helper()
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	mark := randomID()
+	cmd := exec.Command(binary, "--parent-pid", strconv.Itoa(os.Getpid()))
+	cmd.Stdin, cmd.Stdout = inR, outW
+	cmd.Env = sidecarEnv(mark)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	inR.Close()
+	outW.Close()
+	execChildren.Store(cmd.Process.Pid, true)
+	sc := &rawSidecar{cmd: cmd, mark: mark, in: inW, out: outR, waited: make(chan struct{})}
+	go func() { cmd.Wait(); close(sc.waited) }()
+	t.Cleanup(func() {
+		inW.Close()
+		outR.Close()
+		select {
+		case <-sc.waited:
+		case <-time.After(callTimeout):
+			cmd.Process.Kill()
+			<-sc.waited
+		}
+		killMarked(envSidecar, mark)
+	})
+	return sc
 }
