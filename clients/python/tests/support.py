@@ -294,10 +294,9 @@ def read_json_line(proc: subprocess.Popen, timeout: float = DEADLINE) -> dict:
     return json.loads(line)
 
 
-class ManagerTestCase(unittest.TestCase):
-    """A TestCase with a fresh ProcessManager per test, always shut down."""
-
-    manager_kwargs: Dict[str, object] = {}
+class SidecarTestCase(unittest.TestCase):
+    """A TestCase that needs the sidecar binary and fails if any process of
+    this test run is left running after its tests."""
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -306,6 +305,12 @@ class ManagerTestCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls) -> None:
         assert_no_leftovers(cls.__name__)
+
+
+class ManagerTestCase(SidecarTestCase):
+    """A SidecarTestCase with a fresh ProcessManager per test, always shut down."""
+
+    manager_kwargs: Dict[str, object] = {}
 
     def setUp(self) -> None:
         from procmgr import ProcessManager

@@ -439,15 +439,7 @@ class ExitCallbackTest(ManagerTestCase):
         self.assertEqual(calls, [])
 
 
-class ManagerLifecycleTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        support.require_binary()
-
-    @classmethod
-    def tearDownClass(cls):
-        support.assert_no_leftovers(cls.__name__)
-
+class ManagerLifecycleTest(support.SidecarTestCase):
     def test_context_manager_stops_tools_and_sidecar(self):
         with ProcessManager(support.BIN) as pm:
             sidecar = Proc(pm.pid)

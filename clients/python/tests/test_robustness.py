@@ -165,15 +165,7 @@ class SidecarDeathTest(ManagerTestCase):
         self.assertTrue(support.running(p.pid))
 
 
-class InterruptTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        support.require_binary()
-
-    @classmethod
-    def tearDownClass(cls):
-        support.assert_no_leftovers(cls.__name__)
-
+class InterruptTest(support.SidecarTestCase):
     def test_ctrl_c_during_a_call_leaves_the_manager_usable(self):
         res = support.run_host(r"""
             import json, logging, os, signal, threading, time
@@ -205,15 +197,7 @@ class InterruptTest(unittest.TestCase):
         self.assertEqual(res.stderr.decode(), "", "no warnings about the abandoned reply")
 
 
-class HostDeathTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        support.require_binary()
-
-    @classmethod
-    def tearDownClass(cls):
-        support.assert_no_leftovers(cls.__name__)
-
+class HostDeathTest(support.SidecarTestCase):
     HOST_KILLS_ITSELF = r"""
         import json, os, signal, sys, time
         from procmgr import ProcessManager, procmgr
@@ -303,15 +287,7 @@ class HostDeathTest(unittest.TestCase):
         self.assertEqual(report["after"], [str(report["pid"])])
 
 
-class ForkTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        support.require_binary()
-
-    @classmethod
-    def tearDownClass(cls):
-        support.assert_no_leftovers(cls.__name__)
-
+class ForkTest(support.SidecarTestCase):
     SCRIPT = r"""
         import json, multiprocessing, os, sys
         from procmgr import ProcessManager, ProcMgrError, procmgr
@@ -428,15 +404,7 @@ class ForkTest(unittest.TestCase):
         )
 
 
-class OutputTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        support.require_binary()
-
-    @classmethod
-    def tearDownClass(cls):
-        support.assert_no_leftovers(cls.__name__)
-
+class OutputTest(support.SidecarTestCase):
     SCRIPT = r"""
         import sys
         from procmgr import procmgr, output_option
