@@ -37,8 +37,7 @@ func exitFromStatus(pid int, ws unix.WaitStatus) Exit {
 // lock while still unreaped, so a recycled pid is never hit.
 //
 // Because the sidecar is a child subreaper, orphaned descendants of tools are
-// re-parented to it; the Monitor reaps them too (so none stays a zombie) and
-// counts them.
+// re-parented to it; the Monitor reaps them too, so none stays a zombie.
 type Monitor struct {
 	mu      sync.RWMutex // write: wait4 and spawn+register; read: signal a tracked pid
 	tracked map[int]func(Exit)
@@ -46,7 +45,6 @@ type Monitor struct {
 	sigchld chan os.Signal
 	stop    chan struct{}
 	done    chan struct{}
-	adopted int // orphans reaped that were not tracked
 }
 
 // NewMonitor starts reaping. Call Close to stop.
@@ -98,7 +96,6 @@ func (m *Monitor) reap() {
 		}
 		onExit, ok := m.tracked[pid]
 		if !ok {
-			m.adopted++
 			m.log.Debug("reaped adopted orphan", "pid", pid, "status", int(ws))
 			continue
 		}
@@ -122,29 +119,12 @@ func (m *Monitor) Track(start func() (int, error), onExit func(Exit)) (int, erro
 	return pid, nil
 }
 
-// Signal sends sig to a tracked pid; ESRCH if it was reaped already.
-func (m *Monitor) Signal(pid int, sig syscall.Signal) error {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if _, ok := m.tracked[pid]; !ok {
-		return syscall.ESRCH
-	}
-	return unix.Kill(pid, sig)
-}
-
 // WithTracked runs f under the read lock: while f runs, no tracked process is
 // reaped, so a pid or process group whose leader is tracked cannot be recycled.
 func (m *Monitor) WithTracked(f func(isTracked func(pid int) bool)) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	f(func(pid int) bool { _, ok := m.tracked[pid]; return ok })
-}
-
-// Adopted reports how many untracked orphans have been reaped.
-func (m *Monitor) Adopted() int {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.adopted
 }
 
 // Close stops the reaper. Tracked processes are no longer reaped afterwards.

@@ -127,7 +127,7 @@ func (pt *procTable) attribute(pid int) (tag string, known bool) {
 	return tag, true
 }
 
-// members lists the live (non-zombie) processes of a tool: those in its
+// membersOf lists the live (non-zombie) processes of a tool: those in its
 // process group and those whose environment names the tool in this session.
 func (pt *procTable) membersOf(pgid int, tag string) []procEntry {
 	pt.mu.Lock()
@@ -143,15 +143,6 @@ func (pt *procTable) membersOf(pgid int, tag string) []procEntry {
 		}
 	}
 	return out
-}
-
-// members is membersOf as pids.
-func (pt *procTable) members(pgid int, tag string) []int {
-	var pids []int
-	for _, e := range pt.membersOf(pgid, tag) {
-		pids = append(pids, e.pid)
-	}
-	return pids
 }
 
 // sessionMembers lists every live process that carries this session's mark,

@@ -302,9 +302,6 @@ func (s *Server) Notify(method string, params any) {
 	}
 }
 
-// Dropped is how many notifications were dropped because the queue was full.
-func (s *Server) Dropped() int64 { return s.dropped.Load() }
-
 // notifier writes queued notifications for as long as the process lives.
 func (s *Server) notifier(stream *Stream) {
 	for n := range s.notes {
