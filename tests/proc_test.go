@@ -62,10 +62,22 @@ func allPids() []int {
 }
 
 // environ is a process's initial environment.
+//
+// create returns once exec is past its point of no return, which can be a
+// moment before the kernel publishes the new image's environment: environ
+// then reads empty (manager/proctable.go's envSettle deals with the same).
+// An empty reading is taken again for up to 100 ms before it is believed.
 func environ(pid int) (map[string]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		return nil, err
+	var b []byte
+	var err error
+	for end := time.Now().Add(100 * time.Millisecond); ; time.Sleep(time.Millisecond) {
+		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			return nil, err
+		}
+		if len(b) > 0 || time.Now().After(end) {
+			break
+		}
 	}
 	env := map[string]string{}
 	for _, kv := range strings.Split(string(b), "\x00") {

@@ -133,11 +133,22 @@ def descendants(pid: int) -> List[int]:
 
 
 def environ(pid: int) -> Dict[str, str]:
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
-        return {}
+    """A process's initial environment.
+
+    create returns once exec is past its point of no return, which can be a
+    moment before the kernel publishes the new image's environment: it then
+    reads empty. An empty reading is taken again for up to 100 ms.
+    """
+    end = time.monotonic() + 0.1
+    while True:
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                data = f.read()
+        except OSError:
+            return {}
+        if data or time.monotonic() > end:
+            break
+        time.sleep(0.001)
     env = {}
     for item in data.split(b"\0"):
         if b"=" in item:
