@@ -61,23 +61,26 @@ func allPids() []int {
 	return pids
 }
 
-// environ is a process's initial environment.
+// rawEnviron is a process's initial environment as /proc shows it.
 //
 // create returns once exec is past its point of no return, which can be a
-// moment before the kernel publishes the new image's environment: environ
-// then reads empty (manager/proctable.go's envSettle deals with the same).
-// An empty reading is taken again for up to 100 ms before it is believed.
-func environ(pid int) (map[string]string, error) {
-	var b []byte
-	var err error
+// moment before the kernel publishes the new image's environment: it then
+// reads empty (manager/proctable.go's envSettle deals with the same). An
+// empty reading is taken again for up to 100 ms before it is believed.
+func rawEnviron(pid int) ([]byte, error) {
 	for end := time.Now().Add(100 * time.Millisecond); ; time.Sleep(time.Millisecond) {
-		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err != nil {
-			return nil, err
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil || len(b) > 0 || time.Now().After(end) {
+			return b, err
 		}
-		if len(b) > 0 || time.Now().After(end) {
-			break
-		}
+	}
+}
+
+// environ is a process's initial environment.
+func environ(pid int) (map[string]string, error) {
+	b, err := rawEnviron(pid)
+	if err != nil {
+		return nil, err
 	}
 	env := map[string]string{}
 	for _, kv := range strings.Split(string(b), "\x00") {

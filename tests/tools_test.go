@@ -349,7 +349,7 @@ func TestToolCannotBeGivenAnotherTagOrSession(t *testing.T) {
 // entries, getenv would see whichever comes first).
 func checkOneMark(t *testing.T, pid int, tag, session string) {
 	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	b, err := rawEnviron(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
