@@ -47,7 +47,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == watchdogFlag {
 		os.Exit(watchdogMain(os.Args[2:])) // the session watchdog (main_watchdog.go)
 	}
-	os.Exit(run())
+	code := run()
+	stderrLog.flush(200 * time.Millisecond)
+	os.Exit(code)
 }
 
 func parseFlags() config {
@@ -120,15 +122,18 @@ func run() int {
 		log.Warn("setsid", "err", err)
 	}
 
-	srv := rpc.NewServer(log)
+	srv := rpc.NewServer(log, rpc.DefaultBudget)
 	mgr, err := manager.New(manager.Config{
 		Session:       newSessionID(),
 		StopTimeout:   time.Duration(c.stopTimeout * float64(time.Second)),
 		InheritStdout: hostOut,
 		InheritStderr: hostErr,
-		OnEvent:       func(ev manager.Event) { api.Notify(srv.Notify, ev) },
-		Logger:        log,
-		Cgroups:       !c.noCgroup,
+		// One event's notifications are queued, or dropped, together.
+		OnEvent: func(ev manager.Event) {
+			srv.NotifyGroup(func(notify func(string, any)) { api.Notify(notify, ev) })
+		},
+		Logger:  log,
+		Cgroups: !c.noCgroup,
 	})
 	if err != nil {
 		return fail(err)
@@ -140,9 +145,10 @@ func run() int {
 		Features:   features(mgr),
 		OnShutdown: func() { close(shutdownReplied) },
 	})
-	// Only stdin is closed when the input ends: replies to calls in progress
-	// and the last notifications still go out on stdout (see Drain below).
-	stream, err := rpc.NewStream(os.Stdin, os.Stdout, os.Stdin, rpc.Framing(c.framing), c.maxMessage, log)
+	// stdout stays open when the input ends: replies to calls in progress
+	// and the last notifications still go out (see Drain below).
+	stream, err := rpc.NewStream(os.Stdin, os.Stdout, rpc.StreamConfig{
+		Framing: rpc.Framing(c.framing), MaxMessage: c.maxMessage, Budget: rpc.DefaultBudget, Log: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -158,7 +164,7 @@ func run() int {
 	// a host that stopped reading must not keep the sidecar alive.
 	drain := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		srv.Drain(ctx)
+		srv.Drain(ctx, stream)
 		cancel()
 	}
 	select {
@@ -195,12 +201,15 @@ func features(mgr *manager.Manager) []string {
 	return f
 }
 
+// stderrLog is the log's output without --log-file: stderr, never blocking.
+var stderrLog = newLogSink(os.Stderr, 1<<20)
+
 func newLogger(path, level string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	var w io.Writer = os.Stderr
+	var w io.Writer = stderrLog
 	if path != "" {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {

@@ -214,6 +214,9 @@ type waitParams struct {
 	Timeout *seconds `json:"timeout"`
 }
 
+// WaitsLong: a wait lasts until the tool exits (rpc.LongWaiter).
+func (waitParams) WaitsLong() bool { return true }
+
 func (s *service) wait(ctx context.Context, p waitParams) (processInfo, error) {
 	tag, err := tagParams{p.Tag}.tag()
 	if err != nil {

@@ -26,6 +26,9 @@ type createParams struct {
 	Restart     *restartParams     `json:"restart"`
 }
 
+// WaitsLong: a create with readiness waits for it (rpc.LongWaiter).
+func (p createParams) WaitsLong() bool { return p.Ready != nil }
+
 type readyParams struct {
 	Output  *string  `json:"output"` // a regular expression (RE2 syntax)
 	Path    string   `json:"path"`

@@ -19,6 +19,9 @@ type readOutputParams struct {
 	Encoding string   `json:"encoding"` // "text" (default) or "base64"
 }
 
+// WaitsLong: a read_output with wait may long-poll (rpc.LongWaiter).
+func (p readOutputParams) WaitsLong() bool { return p.Wait != nil && p.Wait.d > 0 }
+
 type readOutputResult struct {
 	Data     string `json:"data"`
 	Offset   int64  `json:"offset"`

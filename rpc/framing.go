@@ -3,7 +3,6 @@ package rpc
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -21,100 +20,151 @@ const (
 	FramingHeader Framing = "header"
 )
 
-// errFrameTooLarge reports a frame over the size limit; it was skipped
-// and the stream is positioned at the next frame.
-var errFrameTooLarge = errors.New("message too large")
+// errTooLarge reports a frame over the size limit. It is returned as soon
+// as the size is known (before the body is read), so that the stream can
+// answer at once; the next call to next skips the rest of the frame.
+type errTooLarge struct{ size int64 } // -1: a line, its length unknown
+
+func (e errTooLarge) Error() string { return "message too large" }
 
 // errBadHeader reports a header block that could not be understood; the
-// block was consumed and the stream is positioned after it.
+// block (and the body it announced, if any) is skipped.
 type errBadHeader struct{ reason string }
 
 func (e errBadHeader) Error() string { return "bad header: " + e.reason }
 
-// frameReader yields one frame at a time.
+// frameReader yields one frame at a time. A frame is valid only until the
+// next call (it may point into the reader's buffer).
 type frameReader interface {
 	next() ([]byte, error)
 }
 
+// lineReader reads "\n"-terminated frames. The limit counts the line's bytes
+// without its terminator ("\n" or "\r\n").
 type lineReader struct {
-	r   *bufio.Reader
-	max int
+	r        *bufio.Reader
+	max      int
+	skipping bool // the rest of an over-long line is still to be read through
+	buf      []byte
 }
 
-// next returns the next non-blank line without its terminator. A line longer
-// than max is read through in chunks and dropped: it never sits in memory whole.
 func (l *lineReader) next() ([]byte, error) {
 	for {
-		var line []byte
-		tooLong := false
-		for {
-			chunk, err := l.r.ReadSlice('\n')
-			if !tooLong {
-				if len(line)+len(chunk) > l.max+2 { // +2: the terminator, CRLF at most
-					tooLong, line = true, nil
-				} else {
-					line = append(line, chunk...)
+		if l.skipping {
+			for {
+				_, err := l.r.ReadSlice('\n')
+				if err == bufio.ErrBufferFull {
+					continue
+				}
+				if err != nil {
+					return nil, err
+				}
+				break
+			}
+			l.skipping = false
+		}
+		line, err := l.r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// Longer than the buffer: gather it, but never more than max+1
+			// bytes (+1 for the "\r" of a "\r\n" still to come).
+			l.buf = append(l.buf[:0], line...)
+			for err == bufio.ErrBufferFull && len(l.buf) <= l.max+1 {
+				line, err = l.r.ReadSlice('\n')
+				l.buf = append(l.buf, line...)
+			}
+			if len(l.buf) > l.max+1 {
+				l.buf = l.buf[:0]
+				if err == bufio.ErrBufferFull {
+					l.skipping = true
+					return nil, errTooLarge{-1}
+				}
+				if err == nil || err == io.EOF {
+					return nil, errTooLarge{-1} // the whole line is read already
 				}
 			}
-			if err == bufio.ErrBufferFull {
-				continue
-			}
-			if err != nil {
-				if err == io.EOF && len(line) > 0 && !tooLong {
-					return bytes.TrimSpace(line), nil // a last line without "\n"
-				}
+			line = l.buf
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			if err != io.EOF || len(line) == 0 {
 				return nil, err
 			}
-			break
+			// A last line without "\n" is a frame too.
 		}
-		if tooLong {
-			return nil, errFrameTooLarge
+		body := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(body) > l.max {
+			return nil, errTooLarge{int64(len(body))}
 		}
-		line = bytes.TrimSpace(line)
-		if len(line) > 0 {
-			return line, nil
-		}
-	}
-}
-
-type headerReader struct {
-	r   *bufio.Reader
-	max int
-}
-
-const maxHeaderLine = 1024
-
-func (h *headerReader) next() ([]byte, error) {
-	length := -1
-	var bad string
-	sawHeader := false
-	for {
-		line, err := h.r.ReadSlice('\n')
-		if err == bufio.ErrBufferFull || len(line) > maxHeaderLine {
-			// Skip the rest of an absurd header line.
-			for err == bufio.ErrBufferFull {
-				_, err = h.r.ReadSlice('\n')
-			}
-			bad = "header line too long"
+		if body = bytes.TrimSpace(body); len(body) > 0 {
+			return body, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		s := strings.TrimRight(string(line), "\r\n")
+	}
+}
+
+// headerReader reads LSP-style frames. It resynchronises on a Content-Length
+// header found after bytes that are not headers (a previous Content-Length
+// shorter than its body leaves such bytes), instead of taking them as the
+// start of a header block.
+type headerReader struct {
+	r       *bufio.Reader
+	max     int
+	skip    int64  // bytes of a skipped body still to read through
+	pending string // a Content-Length line found by resynchronising
+}
+
+// maxHeaderLine bounds a header line; of a longer line only the last
+// maxHeaderLine bytes are looked at (for a Content-Length to resync on).
+const maxHeaderLine = 1024
+
+const contentLength = "content-length:"
+
+func (h *headerReader) next() ([]byte, error) {
+	if h.skip > 0 {
+		n := h.skip
+		h.skip = 0
+		if _, err := io.CopyN(io.Discard, h.r, n); err != nil {
+			return nil, err
+		}
+	}
+	length := int64(-1)
+	bad := ""
+	garbage := false // a line that is not a header was seen in this block
+	started := false
+	for {
+		s := h.pending
+		h.pending = ""
 		if s == "" {
-			if !sawHeader {
-				continue // stray blank line between messages
+			line, long, err := h.readLine()
+			if err != nil {
+				return nil, err
+			}
+			s = strings.TrimRight(line, "\r\n")
+			if long {
+				garbage = true
+			}
+		}
+		if s == "" {
+			if !started {
+				continue // blank lines between messages
 			}
 			break
 		}
-		sawHeader = true
+		if i := indexFold(s, contentLength); i > 0 || (i == 0 && garbage) {
+			// A new header block starts here: what came before is skipped.
+			h.pending = s[i:]
+			return nil, errBadHeader{"bytes that are not a header were skipped up to the next Content-Length"}
+		}
+		started = true
 		name, value, ok := strings.Cut(s, ":")
-		if !ok {
+		if !ok || !isToken(name) {
+			garbage = true
 			bad = fmt.Sprintf("malformed header line %q", truncate(s, 80))
 			continue
 		}
-		if strings.EqualFold(strings.TrimSpace(name), "Content-Length") {
-			n, err := strconv.Atoi(strings.TrimSpace(value))
+		if strings.EqualFold(name, "Content-Length") {
+			n, err := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
 			if err != nil || n < 0 {
 				bad = fmt.Sprintf("invalid Content-Length %q", truncate(strings.TrimSpace(value), 40))
 				continue
@@ -126,24 +176,71 @@ func (h *headerReader) next() ([]byte, error) {
 		bad = "missing Content-Length"
 	}
 	if bad != "" {
-		if length > 0 { // keep the stream in step: drop the body it announced
-			if _, err := io.CopyN(io.Discard, h.r, int64(length)); err != nil {
-				return nil, err
-			}
+		if length > 0 { // keep in step: the body it announced is skipped
+			h.skip = length
 		}
 		return nil, errBadHeader{bad}
 	}
-	if length > h.max {
-		if _, err := io.CopyN(io.Discard, h.r, int64(length)); err != nil {
-			return nil, err
-		}
-		return nil, errFrameTooLarge
+	if length > int64(h.max) {
+		h.skip = length // read through on the next call, after the answer
+		return nil, errTooLarge{length}
 	}
 	body := make([]byte, length)
 	if _, err := io.ReadFull(h.r, body); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
 		return nil, err
 	}
 	return body, nil
+}
+
+// readLine returns the next line; of a line longer than maxHeaderLine, only
+// its end (long is then true).
+func (h *headerReader) readLine() (line string, long bool, err error) {
+	b, err := h.r.ReadSlice('\n')
+	if err != bufio.ErrBufferFull && len(b) <= maxHeaderLine {
+		return string(b), false, err
+	}
+	tail := append([]byte(nil), b...)
+	for err == bufio.ErrBufferFull {
+		b, err = h.r.ReadSlice('\n')
+		tail = append(tail, b...)
+		if len(tail) > 2*maxHeaderLine {
+			tail = append(tail[:0], tail[len(tail)-maxHeaderLine:]...)
+		}
+	}
+	if len(tail) > maxHeaderLine {
+		tail = tail[len(tail)-maxHeaderLine:]
+	}
+	return string(tail), true, err
+}
+
+// indexFold is strings.Index, ASCII case-insensitively; needle is lower case.
+func indexFold(s, needle string) int {
+	for i := 0; i+len(needle) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(needle)], needle) {
+			return i
+		}
+	}
+	return -1
+}
+
+// isToken reports whether s is an HTTP header name (RFC 9110 token).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func truncate(s string, n int) string {
@@ -153,17 +250,17 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// frameWriter writes one frame; the caller serialises calls.
-type frameWriter func(w *bufio.Writer, body []byte) error
+// frameWriter appends one frame to w.
+type frameWriter func(w *bufio.Writer, body []byte)
 
-func writeLine(w *bufio.Writer, body []byte) error {
+func writeLine(w *bufio.Writer, body []byte) {
 	w.Write(body)
 	w.WriteByte('\n')
-	return w.Flush()
 }
 
-func writeHeader(w *bufio.Writer, body []byte) error {
-	fmt.Fprintf(w, "Content-Length: %d\r\n\r\n", len(body))
+func writeHeader(w *bufio.Writer, body []byte) {
+	w.WriteString("Content-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	w.WriteString("\r\n\r\n")
 	w.Write(body)
-	return w.Flush()
 }

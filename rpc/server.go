@@ -1,240 +1,253 @@
 package rpc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
+	"fmt"
 	"log/slog"
-	"reflect"
 	"runtime/debug"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
 )
 
-// Limits of a Server. Both bound what a peer can make the sidecar hold.
+// Limits of a Server. Each bounds what a peer can make the sidecar hold;
+// past one, a call is refused at once (CodeServerBusy) rather than queued, so
+// the reader never stops for it.
 const (
-	// MaxConcurrentCalls bounds calls in progress; past it a call is refused
-	// at once (CodeServerBusy) rather than queued: the reader never stops, so
-	// the end of the input is always seen.
+	// MaxConcurrentCalls bounds calls in progress that are neither lookups
+	// nor long waits (stop, signal, shutdown, create without readiness...).
 	MaxConcurrentCalls = 4096
-	// NotifyQueue bounds notifications waiting to be written. When the peer
-	// stops reading and the queue fills, further notifications are dropped and
-	// counted, so the code that emits them never blocks.
-	NotifyQueue = 4096
+	// MaxWaitingCalls bounds long waits in progress (calls whose params
+	// report WaitsLong). They have a bound of their own, so that any number
+	// of them never takes the room that stop, signal and shutdown need;
+	// lookups are never refused.
+	MaxWaitingCalls = 4096
 )
+
+// LongWaiter is implemented by the params of a method whose call may wait
+// long (on a tool's exit, for output, for readiness): such a call counts
+// against MaxWaitingCalls instead of MaxConcurrentCalls.
+type LongWaiter interface {
+	WaitsLong() bool
+}
+
+// prepared is a call whose params are decoded, ready to run.
+type prepared struct {
+	run   func(context.Context) (any, error)
+	waits bool
+}
 
 type method struct {
-	fn func(ctx context.Context, params json.RawMessage) (any, error)
+	prepare func(raw json.RawMessage) (prepared, *Error)
 	// inline methods answer at once without blocking: they are served on
-	// the reading goroutine, sparing a goroutine start and a thread wake-up.
+	// jsonrpc2's reading goroutine, in the order of the input.
 	inline bool
 }
 
-// Server dispatches JSON-RPC requests to registered methods.
+// Server dispatches JSON-RPC requests, read by a jsonrpc2.Conn, to
+// registered methods. It adds what jsonrpc2's Handler leaves to its user:
+// typed methods with strict params, recovered panics, bounds on calls in
+// progress and on the bytes they hold, lookups in order on the reading
+// goroutine beside blocking calls on goroutines of their own, and
+// notifications that never block the code emitting them.
 type Server struct {
 	log      *slog.Logger
 	methods  map[string]method
 	calls    chan struct{}
-	notes    chan notification
-	dropped  atomic.Int64
-	inflight atomic.Int64 // calls being served
-	unsent   atomic.Int64 // notifications queued or being written
+	waits    chan struct{}
+	budget   int64
+	held     atomic.Int64 // request bytes of calls in progress
+	inflight atomic.Int64 // calls being served off the reading goroutine
 
+	nmu       sync.Mutex
+	notes     []note
+	noteBytes int
+	nwake     chan struct{}
+	dropped   int64
+
+	conn    *jsonrpc2.Conn
+	started chan struct{}
 }
 
-type notification struct {
+type note struct {
 	method string
-	params any
+	params json.RawMessage
 }
 
-// NewServer returns a Server with no methods.
-func NewServer(log *slog.Logger) *Server {
+// NewServer returns a Server with no methods. budget bounds the request bytes
+// held by calls in progress, and separately the notifications waiting to be
+// handed to the stream (DefaultBudget if 0).
+func NewServer(log *slog.Logger, budget int) *Server {
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
 	return &Server{
 		log:     log,
 		methods: make(map[string]method),
 		calls:   make(chan struct{}, MaxConcurrentCalls),
-		notes:   make(chan notification, NotifyQueue),
+		waits:   make(chan struct{}, MaxWaitingCalls),
+		budget:  int64(budget),
+		nwake:   make(chan struct{}, 1),
+		started: make(chan struct{}),
 	}
 }
 
-// Handle registers f as method name. Params are decoded strictly into P: an
-// unknown field or a wrong type is a -32602 naming the field; absent or null
-// params decode as {}. f's result is encoded as the reply; an *Error it
-// returns is sent as is, any other error as -32603.
+// Handle registers f as method name, served on a goroutine of its own.
+// Params are decoded strictly into P on the reading goroutine (so the raw
+// request is not held while f runs): an unknown field, a field named in
+// another letter case or a wrong type is a -32602 naming the field; absent
+// or null params decode as {}. f's result is encoded as the reply; an *Error
+// it returns is sent as is, any other error as -32603. If P implements
+// LongWaiter, the call counts against MaxWaitingCalls when it says so.
 func Handle[P, R any](s *Server, name string, f func(context.Context, P) (R, error)) {
-	s.methods[name] = method{fn: typed(f)}
+	s.methods[name] = method{prepare: typed(f)}
 }
 
 // HandleInline is Handle for a method that answers at once and never blocks
 // (a lookup): it runs on the reading goroutine, in order with the input.
 func HandleInline[P, R any](s *Server, name string, f func(context.Context, P) (R, error)) {
-	s.methods[name] = method{fn: typed(f), inline: true}
+	s.methods[name] = method{prepare: typed(f), inline: true}
 }
 
-func typed[P, R any](f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
-	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+func typed[P, R any](f func(context.Context, P) (R, error)) func(json.RawMessage) (prepared, *Error) {
+	return func(raw json.RawMessage) (prepared, *Error) {
 		var p P
 		if err := decodeParams(raw, &p); err != nil {
-			return nil, err
+			return prepared{}, err
 		}
-		return f(ctx, p)
-	}
-}
-
-func decodeParams(raw json.RawMessage, v any) error {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		raw = json.RawMessage("{}")
-	}
-	if err := strictDecode(raw, v); err != nil {
-		return paramsError(err, raw, v)
-	}
-	return nil
-}
-
-func strictDecode(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
-}
-
-// paramsError turns encoding/json's errors into messages that name the field.
-// Errors from a field's own UnmarshalJSON do not say which field failed, so
-// then each member is decoded alone to find it.
-func paramsError(err error, raw []byte, v any) *Error {
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &te) && te.Field != "":
-		return Errorf(CodeInvalidParams, "invalid params: field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
-	case errors.As(err, &te):
-		return Errorf(CodeInvalidParams, "invalid params: params must be a JSON object")
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return Errorf(CodeInvalidParams, "invalid params: unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
-	}
-	if field, ferr := failingField(raw, v); field != "" {
-		return Errorf(CodeInvalidParams, "invalid params: field %q: %v", field, ferr)
-	}
-	return Errorf(CodeInvalidParams, "invalid params: %v", err)
-}
-
-// failingField decodes each member of the params object into its own field of
-// v's struct type and returns the first member that fails, with its error.
-func failingField(raw []byte, v any) (string, error) {
-	t := reflect.TypeOf(v)
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return "", nil
-	}
-	var members map[string]json.RawMessage
-	if json.Unmarshal(raw, &members) != nil {
-		return "", nil
-	}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" {
-			name = f.Name
+		c := prepared{run: func(ctx context.Context) (any, error) { return f(ctx, p) }}
+		if lw, ok := any(p).(LongWaiter); ok {
+			c.waits = lw.WaitsLong()
 		}
-		m, ok := members[name]
-		if !ok {
-			continue
-		}
-		if err := strictDecode(m, reflect.New(f.Type).Interface()); err != nil {
-			return name, err
-		}
-	}
-	return "", nil
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "slice", "array":
-		return "an array"
-	case "map", "struct", "ptr", "interface":
-		return "an object"
-	case "float64", "float32":
-		return "a number"
-	default:
-		if strings.HasPrefix(goKind, "int") || strings.HasPrefix(goKind, "uint") {
-			return "an integer"
-		}
-		return goKind
+		return c, nil
 	}
 }
 
-// Serve reads requests from stream until it ends, serving calls concurrently.
-// It returns as soon as the peer closes its input or the stream fails,
-// without waiting for calls in progress (a peer that stopped reading could
-// hold their replies forever); ctx, passed to methods, is then cancelled, so
-// waits inside methods end too. Replies and notifications still go out after
-// the input ended; see Drain.
+// Serve serves the requests read from stream through a jsonrpc2.Conn until
+// the input ends or ctx is done. It returns without waiting for calls in
+// progress (a peer that stopped reading could hold their replies forever);
+// the ctx passed to methods is then cancelled, so waits inside methods end
+// too. The Conn stays open: replies and notifications still go out after the
+// input ended (see Drain); Close closes it.
 func (s *Server) Serve(ctx context.Context, stream *Stream) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.conn = jsonrpc2.NewConn(context.Background(), stream, handler{s, ctx}, jsonrpc2.SetLogger(slogLogger{s.log}))
+	close(s.started)
 	go s.notifier(stream)
-	for {
-		req, err := stream.Read()
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				s.log.Warn("input ended", "err", err)
-			}
-			return
-		}
-		s.dispatch(ctx, stream, req)
+	select {
+	case <-stream.Ended():
+	case <-ctx.Done():
 	}
+}
+
+// Close closes the Conn Serve opened; nothing is sent after it.
+func (s *Server) Close() error {
+	select {
+	case <-s.started:
+		return s.conn.Close()
+	default:
+		return nil
+	}
+}
+
+// slogLogger routes jsonrpc2's log lines to the sidecar's log.
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Printf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...), "from", "jsonrpc2")
 }
 
 type afterReplyKey struct{}
 
 // AfterReply arranges for f to run once the reply to the call that ctx
-// belongs to has been written (or failed to be). The `shutdown` method uses
-// it to exit only after its caller has the answer.
+// belongs to has been handed to the stream (it is written unless the peer
+// stopped reading; Drain waits for that). The `shutdown` method uses it to
+// exit only after its caller has the answer.
 func AfterReply(ctx context.Context, f func()) {
 	if hooks, ok := ctx.Value(afterReplyKey{}).(*[]func()); ok {
 		*hooks = append(*hooks, f)
 	}
 }
 
-// dispatch runs on the reading goroutine. An inline method (and "method not
-// found") is answered right there; any other call runs on its own goroutine,
-// or — past MaxConcurrentCalls in progress — is refused at once with
-// CodeServerBusy. Reading goes on either way, so the end of the input is
+// handler is a plain (not async) jsonrpc2.Handler: jsonrpc2 calls it on its
+// reading goroutine, one request at a time, in the order of the input.
+type handler struct {
+	s   *Server
+	ctx context.Context // cancelled when the input ends
+}
+
+// Handle decodes the params, then answers a lookup right there and starts
+// any other call on a goroutine of its own — or refuses it at once with
+// CodeServerBusy when its bound is reached. Reading goes on either way, so
+// a long `stop` never delays a `running`, and the end of the input is
 // always noticed.
-func (s *Server) dispatch(ctx context.Context, stream *Stream, req *Request) {
+func (h handler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	s := h.s
+	var raw json.RawMessage
+	if req.Params != nil {
+		raw = *req.Params
+	}
 	m, ok := s.methods[req.Method]
-	if !ok || m.inline {
-		s.serve(ctx, stream, req, m)
+	if !ok {
+		s.reply(conn, req, nil, Errorf(CodeMethodNotFound, "method not found: %q", req.Method))
 		return
 	}
+	c, perr := s.prepare(m, req.Method, raw)
+	if perr != nil {
+		s.reply(conn, req, nil, perr)
+		return
+	}
+	if m.inline {
+		s.serve(h.ctx, conn, req, c)
+		return
+	}
+	pool, limit, kind := s.calls, MaxConcurrentCalls, "calls"
+	if c.waits {
+		pool, limit, kind = s.waits, MaxWaitingCalls, "long waits"
+	}
 	select {
-	case s.calls <- struct{}{}:
+	case pool <- struct{}{}:
 	default:
-		s.log.Warn("call refused: too many in progress", "method", req.Method, "limit", MaxConcurrentCalls)
-		if !req.Notif() {
-			reply(stream, s.log, req, nil, Errorf(CodeServerBusy, "server busy: %d calls in progress; %s was not run, retry when some have returned", MaxConcurrentCalls, req.Method))
-		}
+		s.log.Warn("call refused: too many in progress", "method", req.Method, "kind", kind, "limit", limit)
+		s.reply(conn, req, nil, Errorf(CodeServerBusy, "server busy: %d %s in progress; %s was not run, retry when some have returned", limit, kind, req.Method))
+		return
+	}
+	// One call is admitted whatever its size (it passed --max-message).
+	n := int64(len(raw))
+	if prev := s.held.Add(n) - n; prev > 0 && prev+n > s.budget {
+		s.held.Add(-n)
+		<-pool
+		s.log.Warn("call refused: too many request bytes held", "method", req.Method, "budget", s.budget)
+		s.reply(conn, req, nil, Errorf(CodeServerBusy, "server busy: calls in progress hold %d bytes of requests; %s was not run, retry when some have returned", s.budget, req.Method))
 		return
 	}
 	s.inflight.Add(1)
+	r := &jsonrpc2.Request{Method: req.Method, ID: req.ID, Notif: req.Notif} // not the params
 	go func() {
 		defer s.inflight.Add(-1)
-		defer func() { <-s.calls }()
-		s.serve(ctx, stream, req, m)
+		defer func() { <-pool }()
+		defer s.held.Add(-n)
+		s.serve(h.ctx, conn, r, c)
 	}()
 }
 
-// serve runs one call (m is the zero method when none is registered) and
-// replies to it unless it is a notification.
-func (s *Server) serve(ctx context.Context, stream *Stream, req *Request, m method) {
+// prepare decodes a call's params, turning a panic into -32603.
+func (s *Server) prepare(m method, name string, raw json.RawMessage) (c prepared, err *Error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("params decoding panicked", "method", name, "panic", r, "stack", string(debug.Stack()))
+			c, err = prepared{}, Errorf(CodeInternalError, "internal error in %s: %v", name, r)
+		}
+	}()
+	return m.prepare(raw)
+}
+
+// serve runs one call and replies to it unless it is a notification.
+func (s *Server) serve(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request, c prepared) {
 	var hooks []func()
 	defer func() {
 		for _, f := range hooks {
@@ -242,89 +255,130 @@ func (s *Server) serve(ctx context.Context, stream *Stream, req *Request, m meth
 		}
 	}()
 	ctx = context.WithValue(ctx, afterReplyKey{}, &hooks)
-	result, err := s.call(ctx, req.Method, m, req.Params)
-	if !req.Notif() {
-		reply(stream, s.log, req, result, err)
-	}
-}
-
-// reply encodes the response once, straight into its frame, echoing the
-// request's id as it was sent.
-func reply(stream *Stream, log *slog.Logger, req *Request, result any, err error) {
-	body := make([]byte, 0, 256)
-	body = append(body, `{"jsonrpc":"2.0","id":`...)
-	body = append(body, req.ID...)
-	var res []byte
-	if err == nil {
-		res, err = json.Marshal(result)
-	}
-	if err != nil {
-		var re *Error
-		if !errors.As(err, &re) {
-			re = &Error{Code: CodeInternalError, Message: err.Error()}
-		}
-		res = re.marshal()
-		body = append(body, `,"error":`...)
-	} else {
-		body = append(body, `,"result":`...)
-	}
-	body = append(append(body, res...), '}')
-	if err := stream.writeFrame(body); err != nil {
-		log.Debug("reply not sent", "method", req.Method, "err", err)
-	}
+	result, err := s.call(ctx, req.Method, c)
+	s.reply(conn, req, result, err)
 }
 
 // call runs one method, turning a panic into -32603 so that no handler can
 // take the sidecar (and with it every tool) down.
-func (s *Server) call(ctx context.Context, name string, m method, params json.RawMessage) (result any, err error) {
+func (s *Server) call(ctx context.Context, name string, c prepared) (result any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("method panicked", "method", name, "panic", r, "stack", string(debug.Stack()))
 			result, err = nil, Errorf(CodeInternalError, "internal error in %s: %v", name, r)
 		}
 	}()
-	if m.fn == nil {
-		return nil, Errorf(CodeMethodNotFound, "method not found: %q", name)
-	}
-	return m.fn(ctx, params)
+	return c.run(ctx)
 }
 
-// Notify queues a notification to the peer. It never blocks: when the queue
-// is full the notification is dropped, counted and logged.
-func (s *Server) Notify(method string, params any) {
-	s.unsent.Add(1)
-	select {
-	case s.notes <- notification{method, params}:
-	default:
-		s.unsent.Add(-1)
-		n := s.dropped.Add(1)
-		s.log.Warn("notification dropped: the host is not reading", "method", method, "dropped_total", n)
+// reply sends the result or the error through the Conn (nothing for a
+// notification). A result that cannot be encoded is reported as -32603.
+func (s *Server) reply(conn *jsonrpc2.Conn, req *jsonrpc2.Request, result any, err error) {
+	if req.Notif {
+		return
 	}
-}
-
-// notifier writes queued notifications for as long as the process lives.
-func (s *Server) notifier(stream *Stream) {
-	for n := range s.notes {
-		params, err := json.Marshal(n.params)
+	if err == nil {
+		err = conn.Reply(context.Background(), req.ID, result)
 		if err == nil {
-			method, _ := json.Marshal(n.method)
-			body := make([]byte, 0, len(params)+len(method)+40)
-			body = append(append(body, `{"jsonrpc":"2.0","method":`...), method...)
-			body = append(append(append(body, `,"params":`...), params...), '}')
-			err = stream.writeFrame(body)
+			return
 		}
-		if err != nil {
-			s.log.Debug("notification not sent", "method", n.method, "err", err)
+		if _, enc := err.(*json.UnsupportedValueError); !enc {
+			if _, enc = err.(*json.UnsupportedTypeError); !enc {
+				s.log.Debug("reply not sent", "method", req.Method, "err", err)
+				return
+			}
 		}
-		s.unsent.Add(-1)
+		err = fmt.Errorf("encoding the result of %s: %w", req.Method, err)
 	}
+	re, ok := err.(*Error)
+	if !ok {
+		re = &Error{Code: CodeInternalError, Message: err.Error()}
+	}
+	if err := conn.ReplyWithError(context.Background(), req.ID, re.wire()); err != nil {
+		s.log.Debug("reply not sent", "method", req.Method, "err", err)
+	}
+}
+
+// Notify queues a notification to the peer. It never blocks: see NotifyGroup.
+func (s *Server) Notify(method string, params any) {
+	s.NotifyGroup(func(notify func(string, any)) { notify(method, params) })
+}
+
+// NotifyGroup queues the notifications emit sends, all or none: they are
+// dropped together when they do not fit in the budget of notifications
+// waiting (which happens only while the peer does not read). It never
+// blocks. A group that is one event's notifications is thus lost whole,
+// which keeps a gap in a sequence number carried by one of them an exact
+// count of the events lost.
+func (s *Server) NotifyGroup(emit func(notify func(method string, params any))) {
+	var group []note
+	size := 0
+	emit(func(method string, params any) {
+		b, err := json.Marshal(params)
+		if err != nil {
+			s.log.Error("notification not encodable", "method", method, "err", err)
+			return
+		}
+		group = append(group, note{method, b})
+		size += len(b) + len(method) + 40
+	})
+	s.nmu.Lock()
+	if s.noteBytes > 0 && int64(s.noteBytes+size) > s.budget {
+		s.dropped += int64(len(group))
+		n := s.dropped
+		s.nmu.Unlock()
+		s.log.Warn("notifications dropped: the host is not reading", "count", len(group), "dropped_total", n)
+		return
+	}
+	s.notes = append(s.notes, group...)
+	s.noteBytes += size
+	s.nmu.Unlock()
+	select {
+	case s.nwake <- struct{}{}:
+	default:
+	}
+}
+
+// notifier hands queued notifications to the Conn (conn.Notify) for as long
+// as the process lives. conn.Notify waits when the stream's budget is spent;
+// the queue in front of it is what keeps Notify from waiting.
+func (s *Server) notifier(stream *Stream) {
+	for range s.nwake {
+		for {
+			s.nmu.Lock()
+			if len(s.notes) == 0 {
+				s.nmu.Unlock()
+				break
+			}
+			n := s.notes[0]
+			s.notes[0] = note{}
+			s.notes = s.notes[1:]
+			s.nmu.Unlock()
+			err := s.conn.Notify(context.Background(), n.method, n.params)
+			s.nmu.Lock()
+			s.noteBytes -= len(n.params) + len(n.method) + 40
+			if err != nil {
+				s.dropped++
+			}
+			s.nmu.Unlock()
+			if err != nil {
+				s.log.Warn("notification not sent", "method", n.method, "err", err)
+			}
+		}
+	}
+}
+
+func (s *Server) notesIdle() bool {
+	s.nmu.Lock()
+	defer s.nmu.Unlock()
+	return s.noteBytes == 0
 }
 
 // Drain waits, at most until ctx ends, for the calls in progress to reply and
-// the queued notifications to be written. The sidecar calls it before it
-// exits, so that the host hears the end of what it asked for.
-func (s *Server) Drain(ctx context.Context) {
-	for s.inflight.Load() > 0 || s.unsent.Load() > 0 {
+// the queued replies and notifications to be written. The sidecar calls it
+// before it exits, so that the host hears the end of what it asked for.
+func (s *Server) Drain(ctx context.Context, stream *Stream) {
+	for s.inflight.Load() > 0 || !s.notesIdle() || !stream.Idle() {
 		select {
 		case <-ctx.Done():
 			return

@@ -2,221 +2,192 @@ package rpc
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
 )
 
-// Stream reads JSON-RPC 2.0 requests from a byte stream and writes frames
-// back. It never lets one bad message end the connection: a frame that is
-// not a well-formed request is answered here with an error response (id null
-// when the id cannot be read) and reading goes on. Responses from the peer
-// are dropped and logged: the sidecar makes no calls.
+// DefaultBudget is how many bytes of replies and notifications not yet
+// written (plus the request bytes held by calls in progress, see Server) the
+// sidecar keeps for a peer that does not read.
+const DefaultBudget = 64 << 20
+
+// StreamConfig configures a Stream.
+type StreamConfig struct {
+	Framing Framing
+	// MaxMessage bounds an incoming frame's body in bytes (a line's
+	// terminator is not counted); a longer one is answered and skipped.
+	MaxMessage int
+	// Budget bounds the bytes waiting to be written (DefaultBudget if 0).
+	Budget int
+	Log    *slog.Logger
+}
+
+// Stream is the jsonrpc2.ObjectStream the sidecar serves through. It covers
+// what jsonrpc2's own streams lack:
+//
+//   - Bad input never ends the connection. jsonrpc2's Conn closes on any
+//     frame it cannot decode; Stream answers every bad frame itself (-32700,
+//     -32600, -32602, id null when it cannot be read) and hands Conn only
+//     requests that checkRequest passed. Responses from the peer are dropped.
+//   - Frames are bounded: an over-long one is answered as soon as its size
+//     is known and skipped without being held whole.
+//   - Writing never waits on the peer while less than Budget bytes are
+//     unwritten: frames go to an outbox written by a goroutine of its own.
+//     jsonrpc2 writes under one lock on the goroutine that replies, which is
+//     also its reading goroutine for replies sent from a plain Handler.
+//   - The end of the input does not close the Conn: jsonrpc2 refuses to send
+//     on a closed Conn, but replies to calls in progress and notifications
+//     are still owed. ReadObject reports the end through Ended and waits for
+//     Close instead of returning it.
+//   - When writes wait because the budget is spent, the input is watched for
+//     a hang-up (the peer closed it), which ends it even though the reader,
+//     held up behind the write, has not reached EOF.
 type Stream struct {
-	in     frameReader
-	out    *bufio.Writer
-	write  frameWriter
-	closer io.Closer
-	max    int
-	log    *slog.Logger
+	in  frameReader
+	max int
+	log *slog.Logger
+	out *outbox
+	fd  int // the input's descriptor, -1 when it cannot be polled
 
-	wmu sync.Mutex // one frame at a time on out
+	ended     chan struct{}
+	endOnce   sync.Once
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
-// Request is one valid request or notification.
-type Request struct {
-	ID     json.RawMessage // as sent (a string or an integer); nil for a notification
-	Method string
-	Params json.RawMessage // an object, or nil when absent or null
-}
-
-// Notif reports whether the request is a notification (no reply is due).
-func (r *Request) Notif() bool { return r.ID == nil }
-
-// NewStream reads frames from r and writes them to w; Close calls closer.
-// maxMessage bounds an incoming frame in bytes.
-func NewStream(r io.Reader, w io.Writer, closer io.Closer, framing Framing, maxMessage int, log *slog.Logger) (*Stream, error) {
-	s := &Stream{out: bufio.NewWriterSize(w, 64*1024), closer: closer, max: maxMessage, log: log}
-	br := bufio.NewReaderSize(r, 64*1024)
-	switch framing {
+// NewStream reads frames from r and writes frames to w.
+func NewStream(r io.Reader, w io.Writer, c StreamConfig) (*Stream, error) {
+	if c.Budget <= 0 {
+		c.Budget = DefaultBudget
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Stream{max: c.MaxMessage, log: c.Log, fd: -1,
+		ended: make(chan struct{}), closed: make(chan struct{})}
+	br := bufio.NewReaderSize(r, 64<<10)
+	var fw frameWriter
+	switch c.Framing {
 	case FramingLine, "":
-		s.in, s.write = &lineReader{r: br, max: maxMessage}, writeLine
+		s.in, fw = &lineReader{r: br, max: c.MaxMessage}, writeLine
 	case FramingHeader:
-		s.in, s.write = &headerReader{r: br, max: maxMessage}, writeHeader
+		s.in, fw = &headerReader{r: br, max: c.MaxMessage}, writeHeader
 	default:
-		return nil, fmt.Errorf("unknown framing %q (want %q or %q)", framing, FramingLine, FramingHeader)
+		return nil, fmt.Errorf("unknown framing %q (want %q or %q)", c.Framing, FramingLine, FramingHeader)
+	}
+	s.out = newOutbox(w, fw, c.Budget)
+	s.fd = pollableFd(r)
+	if s.fd >= 0 {
+		go s.watchHangup()
 	}
 	return s, nil
 }
 
-// Read returns the next valid request, answering every bad frame on the
-// way, or the error that ended the input (io.EOF when the peer closed it).
-func (s *Stream) Read() (*Request, error) {
+// ReadObject implements jsonrpc2.ObjectStream. It returns only a request
+// that checkRequest passed, decoded into v. When the input ends it reports
+// it through Ended and returns only once Close was called.
+func (s *Stream) ReadObject(v any) error {
 	for {
-		frame, err := s.in.next()
-		var bad errBadHeader
-		switch {
-		case errors.Is(err, errFrameTooLarge):
-			s.log.Warn("skipped an over-long message", "max_bytes", s.max)
-			s.writeError(nil, CodeInvalidRequest, fmt.Sprintf("message larger than the %d-byte limit (--max-message) was skipped", s.max))
-			continue
-		case errors.As(err, &bad):
-			s.writeError(nil, CodeParseError, "parse error: "+bad.reason)
-			continue
-		case err != nil:
-			return nil, err
-		}
-		req, perr := checkRequest(frame)
-		if perr != nil {
-			if perr.code != 0 {
-				s.writeError(perr.id, perr.code, perr.msg)
-			} else {
-				s.log.Warn("dropped a message", "reason", perr.msg)
-			}
-			continue
-		}
-		return req, nil
-	}
-}
-
-func (s *Stream) writeFrame(body []byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return s.write(s.out, body)
-}
-
-// Close closes the input side.
-func (s *Stream) Close() error { return s.closer.Close() }
-
-func (s *Stream) writeError(id json.RawMessage, code int64, msg string) {
-	if id == nil {
-		id = json.RawMessage("null")
-	}
-	body, _ := json.Marshal(struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      json.RawMessage `json:"id"`
-		Error   struct {
-			Code    int64  `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}{JSONRPC: "2.0", ID: id, Error: struct {
-		Code    int64  `json:"code"`
-		Message string `json:"message"`
-	}{code, msg}})
-	if err := s.writeFrame(body); err != nil {
-		s.log.Debug("write error response", "err", err)
-	}
-}
-
-// requestError is why a frame is not a request we serve. code 0 means drop
-// it without a reply (a response object: replying could ping-pong forever).
-type requestError struct {
-	id   json.RawMessage // echoed when it is a valid id, else nil (null)
-	code int64
-	msg  string
-}
-
-// wireRequest is every member a request (or a stray response) may carry.
-type wireRequest struct {
-	JSONRPC json.RawMessage `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Method  json.RawMessage `json:"method"`
-	Params  json.RawMessage `json:"params"`
-	Result  json.RawMessage `json:"result"`
-	Error   json.RawMessage `json:"error"`
-}
-
-// checkRequest validates a frame as a single JSON-RPC 2.0 request or
-// notification with object (or absent/null) params, in one decoding pass.
-func checkRequest(frame []byte) (*Request, *requestError) {
-	var w wireRequest
-	dec := json.NewDecoder(bytes.NewReader(frame))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&w)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			return nil, &requestError{code: CodeParseError, msg: "parse error: data after the JSON value"}
-		}
-	}
-	var unknown string
-	if err != nil {
-		var syn *json.SyntaxError
-		switch msg := err.Error(); {
-		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-			return nil, &requestError{code: CodeParseError, msg: "parse error: " + msg}
-		case frame[0] == '[':
-			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: batches are not supported; send one request per message"}
-		case strings.HasPrefix(msg, "json: unknown field "):
-			unknown = strings.TrimPrefix(msg, "json: unknown field ")
-			// Decode again, leniently, to learn the id to echo.
-			w = wireRequest{}
-			if json.Unmarshal(frame, &w) != nil {
-				return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: unknown member " + unknown}
-			}
+		select {
+		case <-s.ended: // a hang-up was seen while the reader was held up
+			<-s.closed
+			return io.EOF
 		default:
-			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: a request must be a JSON object"}
 		}
-	}
-	if frame[0] != '{' { // null decodes into the struct without error
-		return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: a request must be a JSON object"}
-	}
-	var id json.RawMessage
-	if w.ID != nil {
-		if !validID(w.ID) {
-			return nil, &requestError{code: CodeInvalidRequest, msg: "invalid request: id must be a string or a non-negative integer"}
+		frame, err := s.in.next()
+		if err != nil {
+			switch e := err.(type) {
+			case errTooLarge:
+				s.log.Warn("skipping an over-long message", "max_bytes", s.max, "bytes", e.size)
+				msg := fmt.Sprintf("message larger than the %d-byte limit (--max-message) was skipped", s.max)
+				if e.size >= 0 {
+					msg = fmt.Sprintf("message of %d bytes is larger than the %d-byte limit (--max-message); skipped", e.size, s.max)
+				}
+				s.writeError(nil, Errorf(CodeInvalidRequest, "%s", msg))
+				continue
+			case errBadHeader:
+				s.writeError(nil, Errorf(CodeParseError, "parse error: %s", e.reason))
+				continue
+			}
+			if err != io.EOF {
+				s.log.Warn("input failed", "err", err)
+			}
+			s.end()
+			<-s.closed
+			return err
 		}
-		id = w.ID
-	}
-	if w.Method == nil && unknown == "" {
-		if w.Result != nil {
-			return nil, &requestError{msg: "a response from the host, but the sidecar makes no calls"}
+		if perr := checkRequest(frame); perr != nil {
+			if perr.code == 0 {
+				s.log.Warn("dropped a message", "reason", perr.msg)
+			} else {
+				s.writeError(perr.id, &Error{Code: perr.code, Message: perr.msg})
+			}
+			continue
 		}
-		if w.Error != nil {
-			return nil, &requestError{msg: "an error response from the host, but the sidecar makes no calls"}
+		if err := json.Unmarshal(frame, v); err != nil { // checkRequest should have caught it
+			s.writeError(nil, Errorf(CodeInvalidRequest, "invalid request: %v", err))
+			continue
 		}
+		return nil
 	}
-	if string(bytes.TrimSpace(w.JSONRPC)) != `"2.0"` {
-		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "jsonrpc" must be "2.0"`}
-	}
-	var method string
-	if err := json.Unmarshal(w.Method, &method); err != nil || method == "" {
-		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: "method" must be a non-empty string`}
-	}
-	switch {
-	case unknown != "":
-		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: "invalid request: unknown member " + unknown}
-	case w.Result != nil:
-		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: unknown member "result"`}
-	case w.Error != nil:
-		return nil, &requestError{id: id, code: CodeInvalidRequest, msg: `invalid request: unknown member "error"`}
-	}
-	params := bytes.TrimSpace(w.Params)
-	switch {
-	case len(params) == 0 || string(params) == "null":
-		params = nil
-	case params[0] != '{':
-		return nil, &requestError{id: id, code: CodeInvalidParams, msg: "invalid params: params must be a JSON object"}
-	}
-	return &Request{ID: id, Method: method, Params: params}, nil
 }
 
-// validID accepts a string, or an integer from 0 to 2^63-1 (what common
-// clients, and the Go and Python clients here, send).
-func validID(raw json.RawMessage) bool {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return false
+// WriteObject implements jsonrpc2.ObjectStream. It queues the frame and
+// returns; it waits only while Budget bytes are unwritten.
+func (s *Stream) WriteObject(obj any) error {
+	body, err := json.Marshal(obj)
+	if err != nil {
+		return err
 	}
-	if raw[0] == '"' {
-		var s string
-		return json.Unmarshal(raw, &s) == nil
+	return s.out.put(body, true)
+}
+
+// Close implements jsonrpc2.ObjectStream: it lets ReadObject return. The
+// output stays open (frames still queued are written); the input is the
+// caller's to close.
+func (s *Stream) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
+	return nil
+}
+
+// Ended is closed when the input has ended: EOF, a read error, or a hang-up
+// seen while writes waited for the peer to read.
+func (s *Stream) Ended() <-chan struct{} { return s.ended }
+
+func (s *Stream) end() { s.endOnce.Do(func() { close(s.ended) }) }
+
+// Idle reports whether every frame queued so far has been written.
+func (s *Stream) Idle() bool { return s.out.idle() }
+
+func (s *Stream) writeError(id *jsonrpc2.ID, e *Error) {
+	if err := s.out.put(errorResponse(id, e), true); err != nil {
+		s.log.Debug("error reply not sent", "err", err)
 	}
-	n, err := strconv.ParseInt(string(raw), 10, 64)
-	return err == nil && n >= 0
+}
+
+// watchHangup polls the input for a hang-up while some write waits for room,
+// and then ends the input: the peer closed it, so the session must end even
+// though the reader is held up behind a write and has not reached EOF.
+func (s *Stream) watchHangup() {
+	for {
+		select {
+		case <-s.out.stalled:
+		case <-s.ended:
+			return
+		}
+		for s.out.isBlocked() {
+			if hungUp(s.fd, 100*time.Millisecond) {
+				s.log.Warn("the peer closed its output without reading ours; ending the input")
+				s.end()
+				s.out.hangUp()
+				return
+			}
+		}
+	}
 }

@@ -24,10 +24,10 @@ func serve(t *testing.T, framing Framing, max int) (io.WriteCloser, *bufio.Reade
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := NewServer(log)
+	s := NewServer(log, 0)
 	Handle(s, "echo", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })
 	Handle(s, "panic", func(context.Context, struct{}) (any, error) { panic("boom") })
-	stream, err := NewStream(inR, outW, io.NopCloser(nil), framing, max, log)
+	stream, err := NewStream(inR, outW, StreamConfig{Framing: framing, MaxMessage: max, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +40,7 @@ func serve(t *testing.T, framing Framing, max int) (io.WriteCloser, *bufio.Reade
 		case <-time.After(5 * time.Second):
 			t.Error("Serve did not return after EOF")
 		}
+		s.Close()
 		outR.Close()
 	})
 	return inW, bufio.NewReader(outR)

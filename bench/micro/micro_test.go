@@ -312,9 +312,9 @@ func startRPC(b *testing.B) *pipeServer {
 	inR, inW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
 	m := newManager(b)
-	srv := rpc.NewServer(quiet)
+	srv := rpc.NewServer(quiet, 0)
 	api.Register(srv, m, api.Options{Version: "micro"})
-	stream, err := rpc.NewStream(inR, outW, multiCloser{inR, outW}, rpc.FramingLine, 16<<20, quiet)
+	stream, err := rpc.NewStream(inR, outW, rpc.StreamConfig{Framing: rpc.FramingLine, MaxMessage: 16 << 20, Log: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -424,13 +424,4 @@ func BenchmarkRPCCreate(b *testing.B) {
 		}
 		b.StartTimer()
 	}
-}
-
-type multiCloser []io.Closer
-
-func (m multiCloser) Close() error {
-	for _, c := range m {
-		c.Close()
-	}
-	return nil
 }

@@ -1,11 +1,12 @@
 // Package client is a small Go client for the procmgr sidecar.
 //
 // It spawns the sidecar as a child process and speaks the sidecar's JSON-RPC 2.0
-// line protocol (one JSON object per line on the child's stdin/stdout) directly
-// with encoding/json and bufio, so it also serves as an independent check of the
-// sidecar's wire format: anything on the sidecar's stdout that is not a valid
-// JSON-RPC response or notification is recorded and can be read with
-// ProtocolViolations.
+// line protocol (one JSON object per line on the child's stdin/stdout) through a
+// github.com/sourcegraph/jsonrpc2 Conn: Call for methods, the Conn's handler for
+// notifications, a context for deadlines. Its line stream also checks the
+// sidecar's wire format on the way in: anything on the sidecar's stdout that is
+// not a valid JSON-RPC response or notification is recorded (ProtocolViolations)
+// and skipped, instead of closing the connection as jsonrpc2 would.
 //
 // The protocol itself is described in docs/protocol.md at the repository root.
 package client
@@ -26,6 +27,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
 )
 
 // ErrSidecarGone is returned by Call for every pending and later call once the
@@ -89,30 +92,16 @@ const (
 	CodeShuttingDown   = -32004
 )
 
-// reply is what the reader hands to a waiting Call.
-type reply struct {
-	result json.RawMessage
-	err    *RPCError
-}
-
 // Client is a running sidecar and the connection to it. All methods are safe
 // for concurrent use.
 type Client struct {
-	cmd   *exec.Cmd
-	stdin *os.File // write end of the sidecar's stdin
+	cmd    *exec.Cmd
+	conn   *jsonrpc2.Conn
+	stream *lineStream
 
-	wmu sync.Mutex // serialises writes to stdin
-
-	mu      sync.Mutex
-	pending map[int64]chan reply
-	bad     []string // protocol violations seen on stdout
-	stray   int      // replies whose id matched no pending call
-
-	nextID  atomic.Int64
 	dropped atomic.Int64
 	notes   chan Notification
 
-	gone     chan struct{} // closed when stdout hits EOF
 	exited   chan struct{} // closed when the sidecar has been waited for
 	waitErr  error
 	state    *os.ProcessState
@@ -170,14 +159,21 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		n = DefaultNotificationBuffer
 	}
 	c := &Client{
-		cmd:     cmd,
-		stdin:   inW,
-		pending: make(map[int64]chan reply),
-		notes:   make(chan Notification, n),
-		gone:    make(chan struct{}),
-		exited:  make(chan struct{}),
+		cmd:    cmd,
+		stream: &lineStream{in: bufio.NewReaderSize(outR, 64<<10), out: inW, rc: outR},
+		notes:  make(chan Notification, n),
+		exited: make(chan struct{}),
 	}
-	go c.readLoop(outR)
+	c.conn = jsonrpc2.NewConn(context.Background(), c.stream, jsonrpc2.HandlerWithError(c.handle),
+		jsonrpc2.SetLogger(discardLogger{}),
+		// A reply matched to no call: id null (an error about a message
+		// whose id could not be read) never reaches here (see lineStream),
+		// so this is a reply to a call abandoned through its ctx.
+		jsonrpc2.OnRecv(func(req *jsonrpc2.Request, resp *jsonrpc2.Response) {
+			if req == nil && resp != nil {
+				c.stream.stray.Add(1)
+			}
+		}))
 	go func() {
 		c.waitErr = cmd.Wait()
 		c.state = cmd.ProcessState
@@ -196,6 +192,45 @@ func namesParentPid(args []string) bool {
 	return false
 }
 
+// handle receives the sidecar's notifications on the Conn's reading
+// goroutine; it never blocks it.
+func (c *Client) handle(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+	if !req.Notif {
+		c.stream.violation("request from the sidecar (has id and method): %s %s", req.Method, req.ID)
+		return nil, &jsonrpc2.Error{Code: CodeMethodNotFound, Message: "the client serves no methods"}
+	}
+	var params json.RawMessage
+	if req.Params != nil {
+		params = *req.Params
+	}
+	select {
+	case c.notes <- Notification{Method: req.Method, Params: params}:
+	default:
+		c.dropped.Add(1)
+	}
+	return nil, nil
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}
+
+// lineStream is the client's jsonrpc2.ObjectStream: one JSON text per line.
+// jsonrpc2's Conn closes the connection on a message it cannot decode and
+// would take a reply with id null for the reply to call 0; lineStream checks
+// every line first, records what is wrong, and hands the Conn only
+// well-formed responses and notifications.
+type lineStream struct {
+	in  *bufio.Reader
+	rc  io.Closer
+	wmu sync.Mutex // one line at a time on out
+	out *os.File   // the sidecar's stdin
+
+	mu    sync.Mutex
+	bad   []string     // protocol violations seen on stdout
+	stray atomic.Int64 // replies that can belong to no call
+}
+
 // wireMessage is any message the sidecar may write.
 type wireMessage struct {
 	JSONRPC string          `json:"jsonrpc"`
@@ -206,79 +241,74 @@ type wireMessage struct {
 	Error   *RPCError       `json:"error"`
 }
 
-func (c *Client) readLoop(r io.ReadCloser) {
-	defer r.Close()
-	br := bufio.NewReader(r)
+func (s *lineStream) violation(format string, a ...any) {
+	s.mu.Lock()
+	s.bad = append(s.bad, fmt.Sprintf(format, a...))
+	s.mu.Unlock()
+}
+
+// ReadObject implements jsonrpc2.ObjectStream.
+func (s *lineStream) ReadObject(v any) error {
 	for {
-		line, err := br.ReadBytes('\n')
-		if len(bytes.TrimSpace(line)) > 0 {
-			c.handleLine(line)
+		line, err := s.in.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 && s.check(line) {
+			if uerr := json.Unmarshal(line, v); uerr != nil {
+				s.violation("not a JSON-RPC message: %q (%v)", truncate(line), uerr)
+			} else {
+				return nil
+			}
 		}
 		if err != nil {
-			break
+			return err
 		}
 	}
-	c.mu.Lock()
-	close(c.gone)
-	c.pending = nil // pending Calls select on gone
-	c.mu.Unlock()
 }
 
-func (c *Client) violation(format string, a ...any) {
-	c.mu.Lock()
-	c.bad = append(c.bad, fmt.Sprintf(format, a...))
-	c.mu.Unlock()
-}
-
-func (c *Client) handleLine(line []byte) {
+// check records what is wrong with a line and reports whether the Conn
+// should see it.
+func (s *lineStream) check(line []byte) bool {
 	var m wireMessage
 	if err := json.Unmarshal(line, &m); err != nil {
-		c.violation("not a JSON object: %q (%v)", truncate(line), err)
-		return
+		s.violation("not a JSON object: %q (%v)", truncate(line), err)
+		return false
 	}
 	if m.JSONRPC != "2.0" {
-		c.violation(`missing "jsonrpc":"2.0": %q`, truncate(line))
+		s.violation(`missing "jsonrpc":"2.0": %q`, truncate(line))
 	}
 	if m.Error != nil && m.Result != nil {
-		c.violation("response with both result and error: %q", truncate(line))
+		s.violation("response with both result and error: %q", truncate(line))
 	}
 	if m.Method != nil {
-		if len(m.ID) > 0 && string(m.ID) != "null" {
-			c.violation("request from the sidecar (has id and method): %q", truncate(line))
-			return
-		}
-		select {
-		case c.notes <- Notification{Method: *m.Method, Params: m.Params}:
-		default:
-			c.dropped.Add(1)
-		}
-		return
+		return true
 	}
 	if m.Error == nil && m.Result == nil {
-		c.violation("response without result or error: %q", truncate(line))
-		return
+		s.violation("response without result or error: %q", truncate(line))
+		return false
 	}
-	id, err := strconv.ParseInt(string(m.ID), 10, 64)
-	if err != nil {
-		// id null: an error reply to a message whose id could not be read.
-		// Such replies cannot belong to a Call of ours (we always send ids).
-		c.mu.Lock()
-		c.stray++
-		c.mu.Unlock()
-		return
+	// id null: an error reply to a message whose id could not be read, which
+	// cannot belong to a Call (they always carry ids).
+	if len(m.ID) == 0 || string(m.ID) == "null" {
+		s.stray.Add(1)
+		return false
 	}
-	c.mu.Lock()
-	ch, ok := c.pending[id]
-	if ok {
-		delete(c.pending, id)
-	} else {
-		c.stray++
-	}
-	c.mu.Unlock()
-	if ok {
-		ch <- reply{result: m.Result, err: m.Error} // buffered, never blocks
-	}
+	return true
 }
+
+// WriteObject implements jsonrpc2.ObjectStream.
+func (s *lineStream) WriteObject(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	_, err = s.out.Write(append(b, '\n'))
+	return err
+}
+
+// Close implements jsonrpc2.ObjectStream: the Conn is done reading. The
+// sidecar's stdin is closed by CloseInput only.
+func (s *lineStream) Close() error { return s.rc.Close() }
 
 func truncate(b []byte) string {
 	b = bytes.TrimRight(b, "\n")
@@ -298,73 +328,36 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	if params == nil {
 		params = struct{}{}
 	}
-	id := c.nextID.Add(1)
-	msg, err := json.Marshal(struct {
-		JSONRPC string `json:"jsonrpc"`
-		ID      int64  `json:"id"`
-		Method  string `json:"method"`
-		Params  any    `json:"params"`
-	}{"2.0", id, method, params})
-	if err != nil {
-		return fmt.Errorf("procmgr: encoding %s params: %w", method, err)
-	}
-	msg = append(msg, '\n')
-
-	ch := make(chan reply, 1)
-	c.mu.Lock()
-	if c.pending == nil {
-		c.mu.Unlock()
+	var raw json.RawMessage
+	err := c.conn.Call(ctx, method, params, &raw)
+	var je *jsonrpc2.Error
+	switch {
+	case errors.Is(err, jsonrpc2.ErrClosed):
 		return ErrSidecarGone
-	}
-	c.pending[id] = ch
-	c.mu.Unlock()
-	forget := func() {
-		c.mu.Lock()
-		if c.pending != nil {
-			delete(c.pending, id)
+	case errors.As(err, &je):
+		re := &RPCError{Code: int(je.Code), Message: je.Message}
+		if je.Data != nil {
+			re.Data = *je.Data
 		}
-		c.mu.Unlock()
-	}
-
-	c.wmu.Lock()
-	_, err = c.stdin.Write(msg)
-	c.wmu.Unlock()
-	if err != nil {
-		forget()
+		return re
+	case err != nil:
 		select {
-		case <-c.gone:
-			return ErrSidecarGone
+		case <-c.conn.DisconnectNotify():
+			if ctx.Err() == nil {
+				return ErrSidecarGone
+			}
 		default:
 		}
-		return fmt.Errorf("procmgr: writing %s request: %w", method, err)
-	}
-
-	select {
-	case r := <-ch:
-		return decodeReply(method, r, result)
-	case <-ctx.Done():
-		forget()
-		return ctx.Err()
-	case <-c.gone:
-		// The reply may have been delivered just before EOF.
-		select {
-		case r := <-ch:
-			return decodeReply(method, r, result)
-		default:
+		if ctx.Err() != nil {
+			return err
 		}
-		return ErrSidecarGone
-	}
-}
-
-func decodeReply(method string, r reply, result any) error {
-	if r.err != nil {
-		return r.err
+		return fmt.Errorf("procmgr: %s: %w", method, err)
 	}
 	if result == nil {
 		return nil
 	}
-	if err := json.Unmarshal(r.result, result); err != nil {
-		return fmt.Errorf("procmgr: decoding %s result %s: %w", method, r.result, err)
+	if err := json.Unmarshal(raw, result); err != nil {
+		return fmt.Errorf("procmgr: decoding %s result %s: %w", method, raw, err)
 	}
 	return nil
 }
@@ -381,24 +374,22 @@ func (c *Client) DroppedNotifications() int64 { return c.dropped.Load() }
 // ProtocolViolations lists what the sidecar wrote on stdout that was not a
 // well-formed JSON-RPC 2.0 response or notification.
 func (c *Client) ProtocolViolations() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.bad...)
+	c.stream.mu.Lock()
+	defer c.stream.mu.Unlock()
+	return append([]string(nil), c.stream.bad...)
 }
 
 // StrayReplies counts replies that matched no pending call (id null, or a
 // call abandoned through its ctx).
 func (c *Client) StrayReplies() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.stray
+	return int(c.stream.stray.Load())
 }
 
 // Pid is the sidecar's process id.
 func (c *Client) Pid() int { return c.cmd.Process.Pid }
 
 // Gone is closed when the sidecar's stdout reaches EOF.
-func (c *Client) Gone() <-chan struct{} { return c.gone }
+func (c *Client) Gone() <-chan struct{} { return c.conn.DisconnectNotify() }
 
 // Done is closed once the sidecar has exited and been reaped.
 func (c *Client) Done() <-chan struct{} { return c.exited }
@@ -417,9 +408,9 @@ func (c *Client) Kill() error {
 // host's death.
 func (c *Client) CloseInput() error {
 	c.closeIn.Do(func() {
-		c.wmu.Lock()
-		c.stdinErr = c.stdin.Close()
-		c.wmu.Unlock()
+		c.stream.wmu.Lock()
+		c.stdinErr = c.stream.out.Close()
+		c.stream.wmu.Unlock()
 	})
 	return c.stdinErr
 }

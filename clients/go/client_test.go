@@ -16,7 +16,8 @@ import (
 // transport can be tested without the real one. The fake answers "echo" with
 // its params, "fail" with an error, "notify" with N notifications and then a
 // reply, "slow" after 300 ms, "exit" by exiting without a reply, and writes
-// replies to concurrent requests in reverse order of arrival for "pair".
+// replies to concurrent requests in reverse order of arrival for "pair". It
+// notifies "received" when a "slow" request arrives.
 func TestMain(m *testing.M) {
 	if os.Getenv("FAKE_PROCMGR") == "1" {
 		fakeSidecar()
@@ -53,6 +54,8 @@ func fakeSidecar() {
 			}
 			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": nil})
 		case "slow":
+			// Say the request arrived, so a test can wait for that.
+			write(map[string]any{"jsonrpc": "2.0", "method": "received", "params": map[string]any{"method": "slow"}})
 			go func() {
 				time.Sleep(300 * time.Millisecond)
 				write(map[string]any{"jsonrpc": "2.0", "id": id, "result": "slow"})
@@ -65,6 +68,9 @@ func fakeSidecar() {
 				}
 				held = nil
 			}
+		case "nullfirst":
+			write(map[string]any{"jsonrpc": "2.0", "id": nil, "error": map[string]any{"code": -32700, "message": "parse error"}})
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": req["params"]})
 		case "garbage":
 			os.Stdout.Write([]byte("this is not json\n"))
 			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": true})
@@ -169,7 +175,17 @@ func TestSidecarGoneFailsPendingAndLaterCalls(t *testing.T) {
 	c := startFake(t, 0)
 	slow := make(chan error, 1)
 	go func() { slow <- c.Call(ctx(t), "slow", nil, nil) }()
-	time.Sleep(50 * time.Millisecond) // let the slow request be written first
+	// The exit must come after the slow request has reached the fake.
+	select {
+	case n := <-c.Notifications():
+		if n.Method != "received" {
+			t.Fatalf("first notification %q, want the fake's \"received\"", n.Method)
+		}
+	case err := <-slow:
+		t.Fatalf("slow call returned before it was received: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the fake did not report receiving the slow request within 20 s")
+	}
 	if err := c.Call(ctx(t), "exit", nil, nil); !errors.Is(err, ErrSidecarGone) {
 		t.Fatalf("exit: %v", err)
 	}
@@ -201,5 +217,18 @@ func TestOutputMarshalling(t *testing.T) {
 	want := `{"tag":"t","argv":["x"],"stdout":"inherit","stderr":{"file":"/f","append":true},"stop_timeout":1.5}`
 	if string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
+	}
+}
+
+func TestNullIDRepliesAreStrayAndCallZeroStillMatches(t *testing.T) {
+	c := startFake(t, 0)
+	// jsonrpc2 numbers calls from 0 and would read id null as 0: the stream
+	// must keep a null-id reply away from the Conn.
+	var got string
+	if err := c.Call(ctx(t), "nullfirst", "zero", &got); err != nil || got != "zero" {
+		t.Fatalf("call after a null-id reply: %q %v", got, err)
+	}
+	if n := c.StrayReplies(); n != 1 {
+		t.Fatalf("stray replies %d, want 1 (the id-null one)", n)
 	}
 }

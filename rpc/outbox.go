@@ -1,0 +1,156 @@
+package rpc
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"sync"
+)
+
+// errNotReading reports a frame that was not written because the peer is
+// not reading: the output budget is spent and either the input has ended
+// (the peer closed it without reading what it was owed) or the frame was a
+// notification, which never waits.
+var errNotReading = errors.New("the peer is not reading: output budget spent")
+
+// outbox holds the frames not yet written, at most budget bytes of them, and
+// writes them from a goroutine of its own, so that nothing that replies or
+// notifies waits on the peer's reading unless that budget is spent. One frame
+// is always admitted into an empty outbox, whatever its size.
+type outbox struct {
+	mu      sync.Mutex
+	room    *sync.Cond // signalled when bytes were written or gone set
+	frames  [][]byte
+	queued  int // bytes queued or being written, plus reservations
+	budget  int
+	blocked int   // puts waiting for room
+	gone    bool  // the input hung up while puts waited: they give up
+	broken  error // the output failed: nothing more is written
+	wake    chan struct{}
+	stalled chan struct{} // a put started waiting (see watchHangup)
+
+	w     *bufio.Writer
+	frame frameWriter
+}
+
+func newOutbox(w io.Writer, frame frameWriter, budget int) *outbox {
+	o := &outbox{
+		budget: budget, w: bufio.NewWriterSize(w, 64<<10), frame: frame,
+		wake: make(chan struct{}, 1), stalled: make(chan struct{}, 1),
+	}
+	o.room = sync.NewCond(&o.mu)
+	go o.writer()
+	return o
+}
+
+func (o *outbox) fits(n int) bool { return o.queued == 0 || o.queued+n <= o.budget }
+
+// put queues one frame. With wait it blocks while the budget is spent (back
+// pressure on a peer that does not read), until room is made, the output
+// fails, or the input hangs up; without wait it gives up at once.
+func (o *outbox) put(body []byte, wait bool) error {
+	o.mu.Lock()
+	for !o.fits(len(body)) && o.broken == nil {
+		if !wait || o.gone {
+			o.mu.Unlock()
+			return errNotReading
+		}
+		o.blocked++
+		if o.blocked == 1 {
+			select {
+			case o.stalled <- struct{}{}:
+			default:
+			}
+		}
+		o.room.Wait()
+		o.blocked--
+	}
+	if err := o.broken; err != nil {
+		o.mu.Unlock()
+		return err
+	}
+	o.frames = append(o.frames, body)
+	o.queued += len(body)
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// reserve claims n bytes of the budget without waiting; false when they do
+// not fit. release gives them back.
+func (o *outbox) reserve(n int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.fits(n) || o.broken != nil {
+		return false
+	}
+	o.queued += n
+	return true
+}
+
+func (o *outbox) release(n int) {
+	o.mu.Lock()
+	o.queued -= n
+	o.room.Broadcast()
+	o.mu.Unlock()
+}
+
+// idle reports whether every queued frame has been written (or dropped by a
+// failed output).
+func (o *outbox) idle() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.queued == 0
+}
+
+func (o *outbox) isBlocked() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.blocked > 0
+}
+
+// hangUp makes waiting and later over-budget puts give up.
+func (o *outbox) hangUp() {
+	o.mu.Lock()
+	o.gone = true
+	o.room.Broadcast()
+	o.mu.Unlock()
+}
+
+// writer writes what is queued, a batch at a time with one flush per batch,
+// for as long as the process lives.
+func (o *outbox) writer() {
+	for range o.wake {
+		o.mu.Lock()
+		batch := o.frames
+		o.frames = nil
+		err := o.broken
+		o.mu.Unlock()
+		n := 0
+		for _, f := range batch {
+			if err == nil {
+				o.frame(o.w, f)
+			}
+			n += len(f)
+		}
+		if err == nil {
+			err = o.w.Flush()
+		}
+		o.mu.Lock()
+		if err != nil && o.broken == nil {
+			o.broken = err
+		}
+		o.queued -= n
+		o.room.Broadcast()
+		if len(o.frames) > 0 {
+			select {
+			case o.wake <- struct{}{}:
+			default:
+			}
+		}
+		o.mu.Unlock()
+	}
+}
