@@ -25,7 +25,8 @@ type outbox struct {
 	budget  int
 	blocked int   // puts waiting for room
 	gone    bool  // the input hung up while puts waited: they give up
-	broken  error // the output failed: nothing more is written
+	broken  error // the output failed, or the outbox was closed: nothing more is queued
+	closed  bool
 	wake    chan struct{}
 	stalled chan struct{} // a put started waiting (see watchHangup)
 
@@ -120,14 +121,34 @@ func (o *outbox) hangUp() {
 	o.mu.Unlock()
 }
 
+var errClosed = errors.New("the stream is closed")
+
+// close makes the writer end once what is queued has been written.
+func (o *outbox) close() {
+	o.mu.Lock()
+	o.closed = true
+	if o.broken == nil {
+		o.broken = errClosed
+	}
+	o.room.Broadcast()
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
 // writer writes what is queued, a batch at a time with one flush per batch,
-// for as long as the process lives.
+// until the outbox is closed.
 func (o *outbox) writer() {
 	for range o.wake {
 		o.mu.Lock()
 		batch := o.frames
 		o.frames = nil
 		err := o.broken
+		if err == errClosed {
+			err = nil // what was queued before the close still goes out
+		}
 		o.mu.Unlock()
 		n := 0
 		for _, f := range batch {
@@ -140,7 +161,7 @@ func (o *outbox) writer() {
 			err = o.w.Flush()
 		}
 		o.mu.Lock()
-		if err != nil && o.broken == nil {
+		if err != nil && (o.broken == nil || o.broken == errClosed) {
 			o.broken = err
 		}
 		o.queued -= n
@@ -151,6 +172,10 @@ func (o *outbox) writer() {
 			default:
 			}
 		}
+		done := o.closed && len(o.frames) == 0
 		o.mu.Unlock()
+		if done {
+			return
+		}
 	}
 }

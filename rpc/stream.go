@@ -148,11 +148,15 @@ func (s *Stream) WriteObject(obj any) error {
 	return s.out.put(body, true)
 }
 
-// Close implements jsonrpc2.ObjectStream: it lets ReadObject return. The
-// output stays open (frames still queued are written); the input is the
-// caller's to close.
+// Close implements jsonrpc2.ObjectStream; jsonrpc2 calls it when its Conn is
+// closed (Server.Close). It lets ReadObject return and ends the writer once
+// the frames already queued are written; nothing is queued after it. The
+// input and the output themselves are the caller's to close.
 func (s *Stream) Close() error {
-	s.closeOnce.Do(func() { close(s.closed) })
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.out.close()
+	})
 	return nil
 }
 
@@ -179,6 +183,8 @@ func (s *Stream) watchHangup() {
 		select {
 		case <-s.out.stalled:
 		case <-s.ended:
+			return
+		case <-s.closed:
 			return
 		}
 		for s.out.isBlocked() {
