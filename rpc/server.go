@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -282,21 +283,30 @@ func (s *Server) reply(conn *jsonrpc2.Conn, req *jsonrpc2.Request, result any, e
 		if err == nil {
 			return
 		}
-		if _, enc := err.(*json.UnsupportedValueError); !enc {
-			if _, enc = err.(*json.UnsupportedTypeError); !enc {
-				s.log.Debug("reply not sent", "method", req.Method, "err", err)
-				return
-			}
+		if !isEncodingError(err) {
+			s.log.Debug("reply not sent", "method", req.Method, "err", err)
+			return
 		}
 		err = fmt.Errorf("encoding the result of %s: %w", req.Method, err)
 	}
-	re, ok := err.(*Error)
-	if !ok {
+	var re *Error
+	if !errors.As(err, &re) {
 		re = &Error{Code: CodeInternalError, Message: err.Error()}
 	}
 	if err := conn.ReplyWithError(context.Background(), req.ID, re.wire()); err != nil {
 		s.log.Debug("reply not sent", "method", req.Method, "err", err)
 	}
+}
+
+// isEncodingError tells a result encoding/json cannot encode (answered with
+// -32603) from a reply that could not be written (nothing more to do).
+func isEncodingError(err error) bool {
+	var (
+		v *json.UnsupportedValueError
+		t *json.UnsupportedTypeError
+		m *json.MarshalerError
+	)
+	return errors.As(err, &v) || errors.As(err, &t) || errors.As(err, &m)
 }
 
 // Notify queues a notification to the peer. It never blocks: see NotifyGroup.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -61,6 +62,7 @@ func newHarness(t *testing.T, c StreamConfig) *harness {
 	Handle(h.srv, "echo", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })
 	HandleInline(h.srv, "lookup", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })
 	HandleInline(h.srv, "nested", func(_ context.Context, p nested) (string, error) { return p.Inner.Name, nil })
+	HandleInline(h.srv, "nan", func(context.Context, struct{}) (float64, error) { return math.NaN(), nil })
 	Handle(h.srv, "control", func(context.Context, struct{}) (string, error) { return "done", nil })
 	Handle(h.srv, "block", func(ctx context.Context, _ waitParams) (string, error) {
 		select {
@@ -529,4 +531,14 @@ func TestNotificationGroupsAreDroppedWholeForAPeerThatDoesNotRead(t *testing.T) 
 			t.Fatalf("notification %d: %s, want %s", i, line, want)
 		}
 	}
+}
+
+// A result that cannot be encoded is answered with -32603, and the
+// connection survives.
+func TestUnencodableResultIsAnInternalError(t *testing.T) {
+	h := newHarness(t, StreamConfig{})
+	h.send(t, `{"jsonrpc":"2.0","id":1,"method":"nan"}`+"\n")
+	h.wantError(t, CodeInternalError, "1", "encoding the result")
+	h.send(t, `{"jsonrpc":"2.0","id":2,"method":"lookup","params":{"text":"ok"}}`+"\n")
+	h.wantResult(t, "2", "ok")
 }
