@@ -138,8 +138,8 @@ func (o *outbox) close() {
 	}
 }
 
-// writer writes what is queued, a batch at a time with one flush per batch,
-// until the outbox is closed.
+// writer writes what is queued, a batch at a time, until the outbox is
+// closed.
 func (o *outbox) writer() {
 	for range o.wake {
 		o.mu.Lock()
@@ -152,13 +152,15 @@ func (o *outbox) writer() {
 		o.mu.Unlock()
 		n := 0
 		for _, f := range batch {
+			// One write(2) per frame, as before the outbox: a pipe packs
+			// small writes into its pages, so a host that stops reading
+			// finds its pipe as full as it can be (bigger writes leave
+			// holes in the pages).
 			if err == nil {
 				o.frame(o.w, f)
+				err = o.w.Flush()
 			}
 			n += len(f)
-		}
-		if err == nil {
-			err = o.w.Flush()
 		}
 		o.mu.Lock()
 		if err != nil && (o.broken == nil || o.broken == errClosed) {
