@@ -87,6 +87,7 @@ const (
 	CodeNoSuchTag      = -32002
 	CodeSpawnFailed    = -32003
 	CodeShuttingDown   = -32004
+	CodeNotReady       = -32005
 )
 
 // reply is what the reader hands to a waiting Call.
