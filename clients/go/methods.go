@@ -81,6 +81,9 @@ type CreateParams struct {
 	// sidecar adopted).
 	Daemon  bool   `json:"daemon,omitempty"`
 	PidFile string `json:"pid_file,omitempty"`
+	// Ready is create's "ready" object as docs/protocol.md gives it, e.g.
+	// map[string]any{"tcp": "127.0.0.1:8000", "timeout": 10}.
+	Ready any `json:"ready,omitempty"`
 }
 
 // StopParams are the parameters of "stop".
