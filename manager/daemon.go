@@ -19,7 +19,7 @@ const daemonWait = 5 * time.Second
 // adopted as subreaper. Its exit is then the tool's exit (routed by the
 // Monitor, the one reaper), a "daemonized" event gives the new pid, and
 // Info.Pid, Alive, Wait and the restart policy follow it. When nothing is
-// found within daemonWait (or at once, when the tree is empty), or a stop
+// found within daemonWait (at once when the tree is empty), or a stop
 // begins, the run ends with the launcher's exit, as without Daemon.
 //
 // A followed daemon that itself exits 0 is followed the same way: an
@@ -48,9 +48,11 @@ func (m *Manager) followDaemon(t *tool, r *run, launcher Exit) {
 				m.emit(EventDaemonized, in)
 				return
 			}
-			continue // it died and was reaped meanwhile: look again
+			// It died and was reaped meanwhile: look again.
+		} else if empty {
+			break // nothing is left to follow
 		}
-		if (empty && t.spec.PidFile == "") || time.Now().After(deadline) {
+		if time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(pause)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,11 +32,30 @@ func withEmptySignalMask(f func()) {
 // leaves such a signal ignored, and an ignored disposition survives fork and
 // exec; a signal the runtime handles is reset to SIG_DFL in the child. So
 // each one gets a handler here: a Notify whose channel nobody reads, which
-// keeps it as good as ignored in the sidecar itself.
+// keeps it as good as ignored in the sidecar itself. The few the runtime
+// will not handle (32 and 33, kept for a C library's threads) are set to
+// SIG_DFL outright: nothing sends them to the sidecar.
 func defaultIgnoredSignals() {
+	var sigs []os.Signal
+	for _, sig := range ignoredSignals() {
+		sigs = append(sigs, sig)
+	}
+	if len(sigs) == 0 {
+		return
+	}
+	signal.Notify(make(chan os.Signal, 1), sigs...)
+	for _, sig := range ignoredSignals() {
+		var act [4]uint64 // struct sigaction, all zero: SIG_DFL, no flags, empty mask
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0)
+	}
+}
+
+// ignoredSignals lists the signals this process ignores (SigIgn in
+// /proc/self/status), SIGKILL and SIGSTOP aside.
+func ignoredSignals() []syscall.Signal {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		return
+		return nil
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -46,18 +66,16 @@ func defaultIgnoredSignals() {
 		}
 		mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
 		if err != nil {
-			return
+			return nil
 		}
-		var sigs []os.Signal
+		var sigs []syscall.Signal
 		for i := 1; i <= 64; i++ {
 			sig := syscall.Signal(i)
 			if mask&(1<<(i-1)) != 0 && sig != syscall.SIGKILL && sig != syscall.SIGSTOP {
 				sigs = append(sigs, sig)
 			}
 		}
-		if len(sigs) > 0 {
-			signal.Notify(make(chan os.Signal, 1), sigs...)
-		}
-		return
+		return sigs
 	}
+	return nil
 }

@@ -322,6 +322,38 @@ func toolSessionOf(t *testing.T, sc *sidecar) string {
 	return h.Session
 }
 
+func TestDaemonToolIsRestartedWhenItsDaemonDiesNeverTwoAtOnce(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	pidfile := filepath.Join(t.TempDir(), "daemons")
+	script := fmt.Sprintf("(sleep 600 & echo $! >> %s) ; exit 0", pidfile)
+	_, err := sc.createRaw(ctxT(t), map[string]any{"tag": "rd", "argv": sh(script), "daemon": true,
+		"restart": map[string]any{"policy": "always", "max_restarts": 5, "backoff": map[string]any{"initial": 0, "max": 0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := awaitState(t, sc, "rd", "daemonized")
+	firstID := mustIdentify(t, first.Pid)
+	if err := killPid(first.Pid); err != nil {
+		t.Fatal(err)
+	}
+	second := awaitState(t, sc, "rd", "daemonized")
+	if second.Pid == first.Pid || !second.Alive {
+		t.Fatalf("after the daemon's death: daemonized %+v, want a new live daemon", second)
+	}
+	assertGoneNow(t, "the first daemon once the second runs", []procID{firstID})
+	var live []int
+	for _, pid := range readPids(t, pidfile) {
+		if id, err := identify(pid); err == nil && !id.gone() {
+			live = append(live, pid)
+		}
+	}
+	if len(live) != 1 || live[0] != second.Pid {
+		t.Errorf("live daemons %v, want only %d", live, second.Pid)
+	}
+	sc.Stop(ctxT(t), client.StopParams{Tag: "rd"})
+}
+
 func TestDaemonLauncherThatFailsOrLeavesNothingHasExited(t *testing.T) {
 	t.Parallel()
 	sc := startSidecar(t)
@@ -580,9 +612,15 @@ func TestToolsStartWithNoBlockedOrIgnoredSignals(t *testing.T) {
 	}
 	// The host blocks SIGUSR1 and SIGALRM and ignores SIGTSTP, then execs
 	// the sidecar (as some shells and Python programs do).
-	wrapper := `import os, signal, sys
+	// Signal 32, which the C library keeps for itself, ignored too (some
+	// harnesses pass it on): set through the raw rt_sigaction system call.
+	wrapper := `import ctypes, os, platform, signal, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGALRM})
 signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+nr = {"x86_64": 13, "aarch64": 134}.get(platform.machine())
+if nr:
+    act = (ctypes.c_ulong * 4)(1, 0, 0, 0)  # SIG_IGN
+    ctypes.CDLL(None).syscall(nr, 32, ctypes.byref(act), None, 8)
 os.execv(sys.argv[1], sys.argv[1:])`
 	mark := randomID()
 	c, err := client.Start(context.Background(), client.Options{Binary: py,
