@@ -212,12 +212,10 @@ func (m *Manager) listensOn(t *tool, r *run, port int) (owned, known bool) {
 	if !known || len(inodes) == 0 {
 		return false, known
 	}
-	pids := []int{r.mainPid()}
+	// membersOf holds the main process while it lives (the group leader, or
+	// a followed daemon): a pid of its own could be a reaped one's reuse.
 	for _, e := range m.membersOf(t, r) {
-		pids = append(pids, e.pid)
-	}
-	for _, pid := range pids {
-		if holdsSocket(pid, inodes) {
+		if holdsSocket(e.pid, inodes) {
 			return true, true
 		}
 	}
