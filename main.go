@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -26,6 +27,9 @@ import (
 )
 
 var version = "0.1.0" // overridden with -ldflags "-X main.version=..."
+
+// maxStopTimeout bounds --stop-timeout as the protocol bounds every duration.
+const maxStopTimeout = 24 * time.Hour
 
 type config struct {
 	parentPid   int
@@ -99,9 +103,10 @@ func run() int {
 	if c.maxMessage < 1024 {
 		return fail(fmt.Errorf("--max-message %d is below 1024 bytes", c.maxMessage))
 	}
-	if c.stopTimeout < 0 {
-		return fail(fmt.Errorf("--stop-timeout %v is negative", c.stopTimeout))
+	if c.stopTimeout < 0 || math.IsNaN(c.stopTimeout) || c.stopTimeout > maxStopTimeout.Seconds() {
+		return fail(fmt.Errorf("--stop-timeout %v is not a number of seconds in range 0..%v", c.stopTimeout, maxStopTimeout.Seconds()))
 	}
+	stopTimeout := time.Duration(c.stopTimeout * float64(time.Second)) // 0: SIGKILL right after the stop signal
 	hostOut, err := inheritedFile(c.stdoutFd, "stdout")
 	if err != nil {
 		return fail(err)
@@ -125,7 +130,7 @@ func run() int {
 	srv := rpc.NewServer(log, rpc.DefaultBudget)
 	mgr, err := manager.New(manager.Config{
 		Session:       newSessionID(),
-		StopTimeout:   time.Duration(c.stopTimeout * float64(time.Second)),
+		StopTimeout:   &stopTimeout,
 		InheritStdout: hostOut,
 		InheritStderr: hostErr,
 		// One event's notifications are queued, or dropped, together.
@@ -179,7 +184,7 @@ func run() int {
 	case sig := <-sigs:
 		log.Info("signalled: stopping every tool", "signal", sig.String())
 	}
-	n := mgr.Shutdown(context.Background(), 0)
+	n := mgr.Shutdown(context.Background(), manager.UseDefault)
 	drain()
 	log.Info("exiting", "stopped", n)
 	return 0

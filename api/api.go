@@ -182,7 +182,7 @@ func (s *service) stop(ctx context.Context, p stopParams) (processInfo, error) {
 	if p.Signal != nil {
 		sig = p.Signal.sig
 	}
-	var timeout time.Duration
+	timeout := manager.UseDefault
 	if p.Timeout != nil {
 		timeout = p.Timeout.d
 	}
@@ -243,7 +243,7 @@ type shutdownResult struct {
 }
 
 func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResult, error) {
-	var grace time.Duration
+	grace := manager.UseDefault
 	if p.Timeout != nil {
 		grace = p.Timeout.d
 	}
@@ -251,6 +251,43 @@ func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResul
 	n := s.m.Shutdown(context.WithoutCancel(ctx), grace)
 	rpc.AfterReply(ctx, s.opts.OnShutdown)
 	return shutdownResult{Stopped: n}, nil
+}
+
+// notReadyData is -32005's data: the tag, and from a *manager.NotReadyError
+// the end of the captured output ("output_tail", null when nothing is
+// captured) and how the tool exited ("exit_status", null when it did not
+// exit on its own before it was ready).
+func notReadyData(err error, tag string) any {
+	var nre *manager.NotReadyError
+	if !errors.As(err, &nre) {
+		return map[string]string{"tag": tag}
+	}
+	type exitStatus struct {
+		ExitCode *int    `json:"exit_code"`
+		Signal   *string `json:"signal"`
+	}
+	d := struct {
+		Tag        string      `json:"tag"`
+		Reason     string      `json:"reason"`
+		Stopped    bool        `json:"stopped"`
+		OutputTail *string     `json:"output_tail"`
+		ExitStatus *exitStatus `json:"exit_status"`
+	}{Tag: tag, Reason: nre.Reason, Stopped: nre.Stopped}
+	if nre.Captured {
+		d.OutputTail = &nre.OutputTail
+	}
+	if nre.Exited {
+		es := &exitStatus{}
+		if nre.Exit.Signal != 0 {
+			name := manager.SignalName(nre.Exit.Signal)
+			es.Signal = &name
+		} else {
+			code := nre.Exit.Code
+			es.ExitCode = &code
+		}
+		d.ExitStatus = es
+	}
+	return d
 }
 
 // toRPCError maps the manager's sentinel errors onto the protocol's codes.
@@ -267,7 +304,7 @@ func toRPCError(err error, tag string) error {
 	case errors.Is(err, manager.ErrSpawn):
 		return &rpc.Error{Code: CodeSpawnFailed, Message: err.Error(), Data: data}
 	case errors.Is(err, manager.ErrNotReady):
-		return &rpc.Error{Code: CodeNotReady, Message: err.Error(), Data: data}
+		return &rpc.Error{Code: CodeNotReady, Message: err.Error(), Data: notReadyData(err, tag)}
 	case errors.Is(err, manager.ErrShuttingDown):
 		return &rpc.Error{Code: CodeShuttingDown, Message: "shutting down: no new tools are started", Data: data}
 	case errors.Is(err, manager.ErrInvalid):

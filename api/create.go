@@ -24,6 +24,8 @@ type createParams struct {
 	Stdin       *string            `json:"stdin"`     // "null" (default) or "pipe"
 	Ready       *readyParams       `json:"ready"`
 	Restart     *restartParams     `json:"restart"`
+	Daemon      bool               `json:"daemon"`   // follow what a launcher that exits 0 leaves behind
+	PidFile     string             `json:"pid_file"` // with daemon: where the daemon writes its pid
 }
 
 // WaitsLong: a create with readiness waits for it (rpc.LongWaiter).
@@ -59,7 +61,7 @@ func (p *readyParams) toSpec() (*manager.Readiness, error) {
 		r.Output = re
 	}
 	if p.Timeout != nil {
-		r.Timeout = p.Timeout.d
+		r.Timeout = &p.Timeout.d
 	}
 	return r, nil
 }
@@ -84,14 +86,14 @@ func (p *restartParams) toSpec() (manager.RestartPolicy, error) {
 		r.MaxRestarts = *p.MaxRestarts
 	}
 	if p.Window != nil {
-		r.Window = p.Window.d
+		r.Window = &p.Window.d
 	}
 	if b := p.Backoff; b != nil {
 		if b.Initial != nil {
-			r.InitialBackoff = b.Initial.d
+			r.InitialBackoff = &b.Initial.d
 		}
 		if b.Max != nil {
-			r.MaxBackoff = b.Max.d
+			r.MaxBackoff = &b.Max.d
 		}
 	}
 	return r, nil
@@ -105,7 +107,10 @@ func (s *service) create(ctx context.Context, p createParams) (processInfo, erro
 	if len(p.Argv) == 0 {
 		return processInfo{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: argv is required: a non-empty array of strings")
 	}
-	spec := manager.Spec{Tag: tag, Argv: p.Argv, Dir: p.Cwd}
+	spec := manager.Spec{Tag: tag, Argv: p.Argv, Dir: p.Cwd, Daemon: p.Daemon, PidFile: p.PidFile}
+	if p.PidFile != "" && !p.Daemon {
+		return processInfo{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: pid_file needs daemon: true")
+	}
 	inherit := (p.InheritEnv == nil || *p.InheritEnv) && !p.ClearEnv
 	spec.Env, err = buildEnv(inherit, s.opts.Environ, p.Env)
 	if err != nil {
@@ -121,7 +126,7 @@ func (s *service) create(ctx context.Context, p createParams) (processInfo, erro
 		spec.StopSignal = p.StopSignal.sig
 	}
 	if p.StopTimeout != nil {
-		spec.StopTimeout = p.StopTimeout.d
+		spec.StopTimeout = &p.StopTimeout.d
 	}
 	if p.Stdin != nil {
 		switch *p.Stdin {

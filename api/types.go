@@ -78,14 +78,21 @@ func (s *signal) UnmarshalJSON(b []byte) error {
 }
 
 // seconds decodes a non-negative number of seconds, at most maxTimeout.
+// Zero is zero (no wait at all), never "the default": the default is what
+// an absent field gives. JSON has no NaN or infinity; a number too large for
+// a float64 (1e999) is refused like any other out-of-range one.
 type seconds struct{ d time.Duration }
 
 func (s *seconds) UnmarshalJSON(b []byte) error {
 	var f float64
 	if err := json.Unmarshal(b, &f); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && strings.HasPrefix(te.Value, "number") { // 1e999: beyond float64
+			return fmt.Errorf("duration %s s is not a finite number in range 0..%v", bytes.TrimSpace(b), maxTimeout.Seconds())
+		}
 		return fmt.Errorf("a duration must be a number of seconds")
 	}
-	if f < 0 || math.IsNaN(f) || f > maxTimeout.Seconds() {
+	if f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > maxTimeout.Seconds() {
 		return fmt.Errorf("duration %v s is out of range 0..%v", f, maxTimeout.Seconds())
 	}
 	s.d = time.Duration(f * float64(time.Second))

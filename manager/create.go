@@ -46,8 +46,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	m.log.Info("started", "tag", t.tag, "pid", r.pid, "argv", t.spec.Argv)
 	if spec.Ready != nil {
 		if err := m.awaitReady(ctx, t, r); err != nil {
-			m.Stop(context.WithoutCancel(ctx), t.tag, 0, 0)
-			return Info{}, fmt.Errorf("%w: %q %v", ErrNotReady, t.tag, err)
+			// Stop, or wait for the stop that ended the wait: the tag is
+			// free when create answers, and the captures hold everything.
+			m.Stop(context.WithoutCancel(ctx), t.tag, 0, UseDefault)
+			if nre, ok := err.(*NotReadyError); ok {
+				nre.addOutput(t)
+			}
+			return Info{}, err
 		}
 		m.emit(EventReady, t.info())
 	}
@@ -70,6 +75,25 @@ func (m *Manager) reserve(tag string) error {
 	return nil
 }
 
+// lookupStarted is lookup, except that a tag whose create is still spawning
+// (reserved, no tool yet) is waited for, briefly: a stop sent right after a
+// create — a host interrupting it — must find the tool, not miss it.
+func (m *Manager) lookupStarted(ctx context.Context, tag string) (*tool, error) {
+	deadline := time.Now().Add(reservedWait)
+	for {
+		m.mu.Lock()
+		t, reserved := m.tools[tag]
+		m.mu.Unlock()
+		if t != nil || !reserved || time.Now().After(deadline) || ctx.Err() != nil {
+			return m.lookup(tag)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// reservedWait bounds how long a stop waits for a create that is spawning.
+const reservedWait = 10 * time.Second
+
 // newTool resolves everything that holds for every run of the tool.
 func (m *Manager) newTool(spec Spec) (*tool, error) {
 	t := &tool{
@@ -77,16 +101,14 @@ func (m *Manager) newTool(spec Spec) (*tool, error) {
 		spec:        spec,
 		env:         toolEnv(spec.Env, spec.Tag, m.cfg.Session),
 		stopSignal:  spec.StopSignal,
-		stopTimeout: spec.StopTimeout,
+		stopTimeout: orDefault(spec.StopTimeout, *m.cfg.StopTimeout),
 		settled:     make(chan struct{}),
+		stopBegun:   make(chan struct{}),
 		state:       StateRunning,
 	}
 	t.spec.Argv = append([]string(nil), spec.Argv...)
 	if t.stopSignal == 0 {
 		t.stopSignal = syscall.SIGTERM
-	}
-	if t.stopTimeout == 0 {
-		t.stopTimeout = m.cfg.StopTimeout
 	}
 	var err error
 	if t.path, err = lookPath(spec.Argv[0], envValue(t.env, "PATH"), spec.Dir); err != nil {

@@ -5,6 +5,7 @@ const (
 	EventStarted    = "started"    // a run of the main process was exec'd
 	EventReady      = "ready"      // its readiness condition holds
 	EventExited     = "exited"     // the main process exited, whoever caused it
+	EventDaemonized = "daemonized" // a Daemon tool's launcher exited 0; Info.Pid is now the daemon
 	EventRestarting = "restarting" // a restart is scheduled after a backoff
 	EventFatal      = "fatal"      // it exited once more than its policy allows
 	EventStopped    = "stopped"    // a stop finished: nothing of the tool remains

@@ -12,6 +12,8 @@ import (
 
 func bg() context.Context { return context.Background() }
 
+func ptr(d time.Duration) *time.Duration { return &d }
+
 func waitSettled(t *testing.T, tag string) Info {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(bg(), 20*time.Second)
@@ -28,7 +30,7 @@ func waitSettled(t *testing.T, tag string) Info {
 
 func stopAndCheckGone(t *testing.T, tag string) {
 	t.Helper()
-	in, err := testMgr.Stop(bg(), tag, 0, 0)
+	in, err := testMgr.Stop(bg(), tag, 0, UseDefault)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,7 @@ func TestTheLastBytesBeforeExitAreKept(t *testing.T) {
 }
 
 func TestBackoffStaysWithinItsJitterBounds(t *testing.T) {
-	p := RestartPolicy{InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}
+	p := RestartPolicy{InitialBackoff: ptr(100 * time.Millisecond), MaxBackoff: ptr(time.Second)}
 	for n, want := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
 		want *= time.Millisecond
 		for range 50 {
@@ -108,7 +110,7 @@ func TestBackoffStaysWithinItsJitterBounds(t *testing.T) {
 
 func TestOnFailureRestartsUntilFatal(t *testing.T) {
 	spec := Spec{Tag: "crashy", Argv: []string{"sh", "-c", "exit 1"},
-		Restart: RestartPolicy{When: RestartOnFailure, MaxRestarts: 2, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}}
+		Restart: RestartPolicy{When: RestartOnFailure, MaxRestarts: 2, InitialBackoff: ptr(10 * time.Millisecond), MaxBackoff: ptr(20 * time.Millisecond)}}
 	first, err := testMgr.Create(bg(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +130,7 @@ func TestOnFailureRestartsUntilFatal(t *testing.T) {
 
 func TestSuccessfulExitIsNotRestartedOnFailurePolicy(t *testing.T) {
 	spec := Spec{Tag: "fine", Argv: []string{"true"},
-		Restart: RestartPolicy{When: RestartOnFailure, MaxRestarts: 5, InitialBackoff: 10 * time.Millisecond}}
+		Restart: RestartPolicy{When: RestartOnFailure, MaxRestarts: 5, InitialBackoff: ptr(10 * time.Millisecond)}}
 	if _, err := testMgr.Create(bg(), spec); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +143,7 @@ func TestSuccessfulExitIsNotRestartedOnFailurePolicy(t *testing.T) {
 func TestStopDuringBackoffCancelsTheRestart(t *testing.T) {
 	marker := "backoff-marker-7361"
 	spec := Spec{Tag: "slowback", Argv: []string{"sh", "-c", "exit 1", marker},
-		Restart: RestartPolicy{When: RestartAlways, MaxRestarts: 5, InitialBackoff: 400 * time.Millisecond, MaxBackoff: 400 * time.Millisecond}}
+		Restart: RestartPolicy{When: RestartAlways, MaxRestarts: 5, InitialBackoff: ptr(400 * time.Millisecond), MaxBackoff: ptr(400 * time.Millisecond)}}
 	first, err := testMgr.Create(bg(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +203,7 @@ func TestWritingToAToolThatDoesNotReadReturnsWhatFit(t *testing.T) {
 
 func TestReadinessByOutput(t *testing.T) {
 	spec := Spec{Tag: "bus", Argv: []string{"sh", "-c", "sleep 0.2; echo 'ADDRESS=unix:path=/tmp/x'; exec sleep 30"},
-		Stdout: Output{Kind: Captured}, Ready: &Readiness{Output: regexp.MustCompile(`^ADDRESS=`), Timeout: 10 * time.Second}}
+		Stdout: Output{Kind: Captured}, Ready: &Readiness{Output: regexp.MustCompile(`^ADDRESS=`), Timeout: ptr(10 * time.Second)}}
 	if _, err := testMgr.Create(bg(), spec); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +217,7 @@ func TestReadinessByOutput(t *testing.T) {
 func TestReadinessTimeoutStopsTheToolAndFreesTheTag(t *testing.T) {
 	marker := "notready-marker-5521"
 	spec := Spec{Tag: "mute", Argv: []string{"sh", "-c", "exec sleep 30", marker},
-		Ready: &Readiness{Path: "/nonexistent/ready", Timeout: 200 * time.Millisecond}}
+		Ready: &Readiness{Path: "/nonexistent/ready", Timeout: ptr(200 * time.Millisecond)}}
 	_, err := testMgr.Create(bg(), spec)
 	if !errors.Is(err, ErrNotReady) {
 		t.Fatalf("err = %v, want ErrNotReady", err)
@@ -230,7 +232,7 @@ func TestReadinessTimeoutStopsTheToolAndFreesTheTag(t *testing.T) {
 
 func TestReadinessFailsWhenTheToolExitsFirst(t *testing.T) {
 	spec := Spec{Tag: "quitter", Argv: []string{"sh", "-c", "exit 4"}, Stdout: Output{Kind: Captured},
-		Ready: &Readiness{Output: regexp.MustCompile("never"), Timeout: 10 * time.Second}}
+		Ready: &Readiness{Output: regexp.MustCompile("never"), Timeout: ptr(10 * time.Second)}}
 	start := time.Now()
 	_, err := testMgr.Create(bg(), spec)
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "exit code 4") {
@@ -262,7 +264,7 @@ func TestEventsAreNumberedWithoutGaps(t *testing.T) {
 
 func TestRestartAfterASIGKILLSignalRunsNormally(t *testing.T) {
 	spec := Spec{Tag: "sigkilled", Argv: []string{"sleep", "300"},
-		Restart: RestartPolicy{When: RestartAlways, MaxRestarts: 3, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}}
+		Restart: RestartPolicy{When: RestartAlways, MaxRestarts: 3, InitialBackoff: ptr(20 * time.Millisecond), MaxBackoff: ptr(20 * time.Millisecond)}}
 	first, err := testMgr.Create(bg(), spec)
 	if err != nil {
 		t.Fatal(err)

@@ -16,8 +16,9 @@ type Config struct {
 	// Session marks every tool (PROCMGR_SESSION) so that its descendants can be
 	// found even after they leave the tool's process group. Required.
 	Session string
-	// StopTimeout is the default grace between the stop signal and SIGKILL (3 s if 0).
-	StopTimeout time.Duration
+	// StopTimeout is the default grace between the stop signal and SIGKILL
+	// (nil: DefaultStopTimeout; 0: SIGKILL right after the stop signal).
+	StopTimeout *time.Duration
 	// InheritStdout and InheritStderr are where "inherit" output goes
 	// (the sidecar's own stderr if nil; never the protocol stream).
 	InheritStdout, InheritStderr *os.File
@@ -65,8 +66,11 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Session == "" {
 		return nil, fmt.Errorf("%w: Config.Session is empty", ErrInvalid)
 	}
-	if cfg.StopTimeout <= 0 {
-		cfg.StopTimeout = DefaultStopTimeout
+	if cfg.StopTimeout == nil {
+		d := DefaultStopTimeout
+		cfg.StopTimeout = &d
+	} else if *cfg.StopTimeout < 0 {
+		return nil, fmt.Errorf("%w: Config.StopTimeout is negative", ErrInvalid)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

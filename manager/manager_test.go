@@ -89,7 +89,7 @@ setsid sleep ` + marker + `1 &
 ( sleep ` + marker + `2 & ) 
 sleep ` + marker + `3 &
 wait`
-	in, err := testMgr.Create(context.Background(), Spec{Tag: "tree", Argv: []string{"sh", "-c", script}, StopTimeout: 200 * time.Millisecond})
+	in, err := testMgr.Create(context.Background(), Spec{Tag: "tree", Argv: []string{"sh", "-c", script}, StopTimeout: ptr(200 * time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,6 +119,23 @@ func (m *Monitor) Track(start func() (int, error), onExit func(Exit)) (int, erro
 	return pid, nil
 }
 
+// Adopt routes the exit of pid — a process the sidecar did not start but
+// adopted as subreaper (a daemon whose parent exited) — to onExit, after
+// running attach, both under the reaper's lock so that no reap falls between
+// them. It returns false, and runs neither, when pid is not an unreaped
+// child of the sidecar (reaped already, or someone else's child) or is
+// tracked already.
+func (m *Monitor) Adopt(pid int, attach func(), onExit func(Exit)) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.tracked[pid]; ok || !unreapedChild(pid) {
+		return false
+	}
+	attach()
+	m.tracked[pid] = onExit
+	return true
+}
+
 // WithTracked runs f under the read lock: while f runs, no tracked process is
 // reaped, so a pid or process group whose leader is tracked cannot be recycled.
 func (m *Monitor) WithTracked(f func(isTracked func(pid int) bool)) {

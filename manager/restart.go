@@ -12,40 +12,62 @@ const (
 	DefaultMaxBackoff     = 30 * time.Second
 )
 
-// onRunExit is a run's Monitor callback (called once, from the reaper): it
-// records the exit and decides what follows — a restart after a backoff, the
-// fatal state, or nothing.
+// onRunExit is the Monitor callback of a run's main process (called once,
+// from the reaper, under its lock). A Daemon tool's main process that exits
+// 0 has daemonized: the tool goes on to follow what it left (daemon.go).
+// Any other exit ends the run.
 func (m *Manager) onRunExit(t *tool, r *run, e Exit) {
+	if t.spec.Daemon && e.Code == 0 && e.Signal == 0 {
+		t.mu.Lock()
+		follow := t.stopDone == nil && t.run == r
+		t.mu.Unlock()
+		if follow {
+			go m.followDaemon(t, r, e)
+			return
+		}
+	}
+	m.endRun(t, r, e)
+}
+
+// endRun records the exit of the run's main process and decides what
+// follows: nothing (the tool stays exited, what it left waits for Stop, as
+// CASA expects), or — once what is left of the run's tree is gone — a
+// restart after a backoff, or the fatal state.
+func (m *Manager) endRun(t *tool, r *run, e Exit) {
 	t.mu.Lock()
 	r.exit, r.reaped = e, true
 	close(r.exited)
-	var follow string
+	var next *nextStep
 	if t.stopDone == nil && t.run == r {
-		follow = m.afterExitLocked(t, e)
+		next = m.afterExitLocked(t, e)
 	}
 	in := t.infoLocked()
 	t.mu.Unlock()
 	m.emit(EventExited, in)
-	if follow != "" {
-		m.emit(follow, in)
+	if next != nil {
+		go m.clearThenFollow(t, r, next)
 	}
 }
 
+// nextStep is what follows an exit under a restart policy.
+type nextStep struct {
+	fatal bool
+	delay time.Duration // before the restart, counted from the exit
+	at    time.Time     // the exit
+}
+
 // afterExitLocked applies the restart policy to an exit (or a failed
-// restart) and returns the event that follows, if any. Called with t.mu held.
-func (m *Manager) afterExitLocked(t *tool, e Exit) string {
+// restart): nil when the tool stays exited. Called with t.mu held.
+func (m *Manager) afterExitLocked(t *tool, e Exit) *nextStep {
 	p := t.spec.Restart
 	failed := e.Signal != 0 || e.Code != 0
 	wants := p.When == RestartAlways || (p.When == RestartOnFailure && failed)
 	if !wants {
 		t.state = StateExited
 		t.settleLocked()
-		return ""
+		return nil
 	}
-	window := p.Window
-	if window == 0 {
-		window = DefaultRestartWindow
-	}
+	window := orDefault(p.Window, DefaultRestartWindow)
 	now := time.Now()
 	kept := t.recent[:0]
 	for _, at := range t.recent {
@@ -54,30 +76,61 @@ func (m *Manager) afterExitLocked(t *tool, e Exit) string {
 		}
 	}
 	t.recent = kept
+	t.state = StateExited
 	if len(t.recent) >= p.MaxRestarts {
+		return &nextStep{fatal: true, at: now}
+	}
+	return &nextStep{delay: backoff(p, len(t.recent)), at: now}
+}
+
+// clearThenFollow stops what remains of the ended run's tree as Stop would
+// (stop signal, grace, SIGKILL, until nothing is left) — a crashed server's
+// child must not keep its port, nor a crash loop pile up orphans — and only
+// then makes the tool fatal or schedules its restart, and says so. A Stop
+// that begins meanwhile takes over: nothing follows.
+func (m *Manager) clearThenFollow(t *tool, r *run, next *nextStep) {
+	m.clearRun(t, r, next.fatal)
+	t.mu.Lock()
+	if t.stopDone != nil || t.run != r {
+		t.mu.Unlock()
+		return
+	}
+	kind := EventRestarting
+	if next.fatal {
+		kind = EventFatal
 		t.state = StateFatal
 		t.settleLocked()
-		m.log.Warn("tool is fatal: restarts used up", "tag", t.tag, "restarts", t.restarts, "window", window)
-		return EventFatal
+		m.log.Warn("tool is fatal: restarts used up", "tag", t.tag, "restarts", t.restarts)
 	}
-	t.state = StateExited
-	delay := backoff(p, len(t.recent))
-	t.timer = time.AfterFunc(delay, func() { m.restart(t) })
-	m.log.Info("restarting after backoff", "tag", t.tag, "delay", delay)
-	return EventRestarting
+	in := t.infoLocked()
+	t.mu.Unlock()
+	m.emit(kind, in)
+	if next.fatal {
+		return
+	}
+	delay := max(0, next.delay-time.Since(next.at))
+	t.mu.Lock()
+	if t.stopDone == nil {
+		t.timer = time.AfterFunc(delay, func() { m.restart(t) })
+		m.log.Info("restarting after backoff", "tag", t.tag, "delay", delay)
+	}
+	t.mu.Unlock()
+}
+
+// clearRun is the stop sequence of stop.go applied to an ended run's
+// leftovers. cgroup.kill is used only when no run will follow (final): see
+// killTree.
+func (m *Manager) clearRun(t *tool, r *run, final bool) {
+	m.stopTree(t, r, t.stopSignal, t.stopTimeout, final)
+	m.killStrays(t, r)
 }
 
 // backoff is the delay before the (n+1)-th restart inside the window:
 // initial·2ⁿ capped at max, with "equal jitter" (uniform in [d/2, d]) so
 // that tools failing together do not restart in lockstep.
 func backoff(p RestartPolicy, n int) time.Duration {
-	initial, max := p.InitialBackoff, p.MaxBackoff
-	if initial == 0 {
-		initial = DefaultInitialBackoff
-	}
-	if max == 0 {
-		max = DefaultMaxBackoff
-	}
+	initial := orDefault(p.InitialBackoff, DefaultInitialBackoff)
+	max := orDefault(p.MaxBackoff, DefaultMaxBackoff)
 	d := initial
 	for i := 0; i < n && d < max; i++ {
 		d *= 2
@@ -105,14 +158,14 @@ func (m *Manager) restart(t *tool) {
 	if err := m.startRun(t, false); err != nil {
 		m.log.Warn("restart failed", "tag", t.tag, "err", err)
 		t.mu.Lock()
-		follow := ""
+		var next *nextStep
 		if t.stopDone == nil {
-			follow = m.afterExitLocked(t, Exit{Code: -1, At: time.Now()})
+			next = m.afterExitLocked(t, Exit{Code: -1, At: time.Now()})
 		}
-		in := t.infoLocked()
+		r := t.run
 		t.mu.Unlock()
-		if follow != "" {
-			m.emit(follow, in)
+		if next != nil {
+			go m.clearThenFollow(t, r, next)
 		}
 		return
 	}

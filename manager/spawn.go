@@ -67,7 +67,9 @@ func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr, intoCgroup bool)
 	var err error
 	m.spawner.do(func() {
 		_, err = m.mon.Track(func() (int, error) {
-			pid, err := syscall.ForkExec(t.path, t.spec.Argv, attr)
+			var pid int
+			var err error
+			withEmptySignalMask(func() { pid, err = syscall.ForkExec(t.path, t.spec.Argv, attr) })
 			if err != nil {
 				return 0, err
 			}

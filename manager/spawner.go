@@ -13,7 +13,11 @@ type spawner struct {
 	work chan func()
 }
 
+// newSpawner also makes signals the sidecar was started with ignored go back
+// to their default action in tools (spawn_linux.go): a tool starts with a
+// clean slate of signals, as under systemd or posix_spawn's SETSIGDEF.
 func newSpawner() *spawner {
+	defaultIgnoredSignals()
 	s := &spawner{work: make(chan func())}
 	go s.loop()
 	return s

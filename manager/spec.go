@@ -36,14 +36,22 @@ type Spec struct {
 	Dir  string   // "" = the sidecar's working directory
 	// Env is the tool's whole environment ("K=V"); PROCMGR_TAG and
 	// PROCMGR_SESSION are set on top of it.
-	Env         []string
-	Stdout      Output
-	Stderr      Output
-	StopSignal  syscall.Signal // 0 = SIGTERM
-	StopTimeout time.Duration  // 0 = the manager's default
-	StdinPipe   bool           // stdin is a pipe fed by WriteStdin; else /dev/null
-	Ready       *Readiness     // nil: Create returns once the tool is exec'd
+	Env        []string
+	Stdout     Output
+	Stderr     Output
+	StopSignal syscall.Signal // 0 = SIGTERM
+	// StopTimeout is the grace between the stop signal and SIGKILL: nil = the
+	// manager's default, 0 = SIGKILL right after the stop signal.
+	StopTimeout *time.Duration
+	StdinPipe   bool       // stdin is a pipe fed by WriteStdin; else /dev/null
+	Ready       *Readiness // nil: Create returns once the tool is exec'd
 	Restart     RestartPolicy
+	// Daemon: a main process that exits 0 has daemonized; the tool follows
+	// the process it left behind (see daemon.go) instead of ending.
+	Daemon bool
+	// PidFile, with Daemon, names the file where the daemon writes its pid
+	// (relative paths are taken from Dir); "" = the oldest adopted member.
+	PidFile string
 }
 
 // Readiness is what Create waits for before it returns. Exactly one
@@ -51,8 +59,8 @@ type Spec struct {
 type Readiness struct {
 	Output  *regexp.Regexp // a line of captured stdout or stderr matches
 	Path    string         // this file exists
-	TCP     string         // host:port accepts a connection
-	Timeout time.Duration  // 0 = DefaultReadyTimeout
+	TCP     string         // host:port accepts a connection on a socket the tool's tree listens on
+	Timeout *time.Duration // nil = DefaultReadyTimeout; 0 = check once
 }
 
 // DefaultReadyTimeout bounds a readiness wait that names no timeout.
@@ -72,11 +80,25 @@ const (
 // exit makes the tool fatal instead.
 type RestartPolicy struct {
 	When           RestartWhen
-	MaxRestarts    int           // restarts allowed inside Window
-	Window         time.Duration // 0 = 60 s
-	InitialBackoff time.Duration // 0 = 0.5 s
-	MaxBackoff     time.Duration // 0 = 30 s
+	MaxRestarts    int            // restarts allowed inside Window
+	Window         *time.Duration // nil = 60 s; 0 = no restart counts against MaxRestarts
+	InitialBackoff *time.Duration // nil = 0.5 s; 0 = restart at once
+	MaxBackoff     *time.Duration // nil = 30 s
 }
+
+// UseDefault, as the timeout of Stop or the grace of Shutdown, stands for
+// "the tool's own stop timeout". Zero means no grace at all.
+const UseDefault time.Duration = -1
+
+// orDefault is *d, or def when d is nil (absent means the default; zero means zero).
+func orDefault(d *time.Duration, def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return *d
+}
+
+func negative(d *time.Duration) bool { return d != nil && *d < 0 }
 
 // MaxTagLen is the longest tag, in characters.
 const MaxTagLen = 128
@@ -117,7 +139,7 @@ func (s *Spec) validate() error {
 			return fmt.Errorf("%w: environment entry %q is not NAME=value", ErrInvalid, kv)
 		}
 	}
-	if s.StopTimeout < 0 {
+	if negative(s.StopTimeout) {
 		return fmt.Errorf("%w: stop_timeout is negative", ErrInvalid)
 	}
 	if s.Stdout.Kind == ToStdout {
@@ -133,12 +155,18 @@ func (s *Spec) validate() error {
 		if set != 1 {
 			return fmt.Errorf("%w: ready needs exactly one of output, path or tcp", ErrInvalid)
 		}
+		if negative(r.Timeout) {
+			return fmt.Errorf("%w: ready.timeout is negative", ErrInvalid)
+		}
 		if r.Output != nil && s.Stdout.Kind != Captured && s.Stderr.Kind != Captured {
 			return fmt.Errorf("%w: ready.output needs stdout or stderr to be captured", ErrInvalid)
 		}
 	}
-	if p := s.Restart; p.MaxRestarts < 0 || p.Window < 0 || p.InitialBackoff < 0 || p.MaxBackoff < 0 {
+	if p := s.Restart; p.MaxRestarts < 0 || negative(p.Window) || negative(p.InitialBackoff) || negative(p.MaxBackoff) {
 		return fmt.Errorf("%w: restart settings must not be negative", ErrInvalid)
+	}
+	if s.PidFile != "" && !s.Daemon {
+		return fmt.Errorf("%w: pid_file needs daemon", ErrInvalid)
 	}
 	return nil
 }

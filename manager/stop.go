@@ -15,8 +15,9 @@ import (
 const killWait = 5 * time.Second
 
 // Stop sends sig (0: the tool's stop signal) to the tool's whole tree — its
-// process group and the members that left it — waits up to timeout (0: the
-// tool's stop timeout) for every member to exit, SIGKILLs whatever remains,
+// process group and the members that left it — waits up to timeout (negative,
+// UseDefault: the tool's stop timeout; 0: no grace at all) for every member
+// to exit, SIGKILLs whatever remains,
 // and returns when nothing of the tree remains. The tag is then free. A
 // pending restart is cancelled, and none starts after Stop began.
 //
@@ -24,7 +25,7 @@ const killWait = 5 * time.Second
 // releases the tag. Concurrent stops of one tool share the first one's work
 // and result; ctx bounds only how long a second caller waits for it.
 func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, timeout time.Duration) (Info, error) {
-	t, err := m.lookup(tag)
+	t, err := m.lookupStarted(ctx, tag)
 	if err != nil {
 		return Info{}, err
 	}
@@ -41,6 +42,7 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 		return t.final, nil
 	}
 	t.stopDone = make(chan struct{})
+	close(t.stopBegun) // a create waiting for readiness gives up at once
 	if t.timer != nil {
 		t.timer.Stop()
 		t.timer = nil
@@ -62,7 +64,7 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 	if sig == 0 {
 		sig = t.stopSignal
 	}
-	if timeout <= 0 {
+	if timeout < 0 {
 		timeout = t.stopTimeout
 	}
 	m.terminate(t, sig, timeout)
@@ -94,11 +96,13 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 // a tool's handler; in the kill phase every round SIGKILLs whatever is found.
 func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	r := t.current()
-	m.stopTree(t, r, sig, grace)
+	m.stopTree(t, r, sig, grace, true)
 	m.killStrays(t, r)
 }
 
-func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Duration) {
+// stopTree signals the run's tree, waits up to grace, then SIGKILLs until
+// it is empty. cgroupKill: see killTree.
+func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Duration, cgroupKill bool) {
 	signalled := make(map[int]bool)
 	for _, e := range m.signalTree(t, r, sig) {
 		signalled[e.pid] = true
@@ -115,7 +119,13 @@ func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Durat
 		return
 	}
 	m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", r.pid)
-	kill := func() { m.killTree(t, r) }
+	kill := func() {
+		if cgroupKill {
+			m.killTree(t, r)
+		} else {
+			m.signalTreeVia(t, r, syscall.SIGKILL, false)
+		}
+	}
 	kill()
 	if !m.awaitGone(t, r, time.Now().Add(killWait), kill) {
 		m.log.Error("members survive SIGKILL", "tag", t.tag, "members", len(m.membersOf(t, r)))
@@ -264,7 +274,7 @@ func (m *Manager) killPid(pid int, sig syscall.Signal) {
 }
 
 // Shutdown refuses new tools, stops every tool in parallel (each with its own
-// stop signal, and grace if it is positive, else its own stop timeout), then
+// stop signal, and grace unless it is negative, else its own stop timeout), then
 // kills any process still carrying this session's mark. It returns how many
 // tools it stopped. ctx bounds the wait; a call after the first stops what is
 // left and returns.

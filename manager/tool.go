@@ -27,22 +27,35 @@ type tool struct {
 	mu        sync.Mutex
 	run       *run // the current (or last) run of the main process
 	state     State
-	restarts  int         // restarts so far
-	recent    []time.Time // restart times inside the policy window
-	timer     *time.Timer // a pending restart
-	stdin     *os.File    // write end of the current run's stdin pipe
-	stopDone  chan struct{}
+	restarts  int           // restarts so far
+	recent    []time.Time   // restart times inside the policy window
+	timer     *time.Timer   // a pending restart
+	stdin     *os.File      // write end of the current run's stdin pipe
+	stopDone  chan struct{} // made when a stop begins, closed when it is done
+	stopBegun chan struct{} // closed when a stop begins: a readiness wait ends
 	final     Info
 	isSettled bool
 }
 
 // run is one start of the tool's main process.
 type run struct {
-	pid       int // also its process-group id: each run leads its own group
+	pid       int // the launched process, also its process-group id: each run leads its own group
 	startedAt time.Time
-	exited    chan struct{} // closed when the process has been reaped
+	exited    chan struct{} // closed when the main process has been reaped
 	exit      Exit          // valid once exited is closed; guarded by tool.mu
 	reaped    bool          // guarded by tool.mu
+	// main and mainPgid are the daemon a Daemon tool's launcher left behind
+	// (daemon.go), once followed; 0 until then. Guarded by tool.mu.
+	main, mainPgid int
+}
+
+// mainPid is the process the run follows: the daemon once adopted, else the
+// launched process.
+func (r *run) mainPid() int {
+	if r.main != 0 {
+		return r.main
+	}
+	return r.pid
 }
 
 // closeCaptures waits briefly for the pumps to drain (the tree is gone, so
@@ -85,12 +98,15 @@ func (t *tool) infoLocked() Info {
 	in := Info{
 		Tag:       t.tag,
 		Argv:      t.spec.Argv,
-		Pid:       r.pid,
+		Pid:       r.mainPid(),
 		Pgid:      r.pid,
 		State:     t.state,
 		Alive:     !r.reaped,
 		Restarts:  t.restarts,
 		StartedAt: r.startedAt,
+	}
+	if r.main != 0 {
+		in.Pgid = r.mainPgid
 	}
 	if r.reaped {
 		in.Exited = true

@@ -90,6 +90,7 @@ const (
 	CodeNoSuchTag      = -32002
 	CodeSpawnFailed    = -32003
 	CodeShuttingDown   = -32004
+	CodeNotReady       = -32005
 )
 
 // Client is a running sidecar and the connection to it. All methods are safe

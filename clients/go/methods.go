@@ -76,6 +76,14 @@ type CreateParams struct {
 	Stderr      *Output           `json:"stderr,omitempty"`
 	StopSignal  any               `json:"stop_signal,omitempty"`  // name ("SIGTERM") or number
 	StopTimeout *float64          `json:"stop_timeout,omitempty"` // seconds
+	// Daemon: when the launched process exits 0, the tool follows the daemon
+	// it left behind (the process named in PidFile, else the oldest one the
+	// sidecar adopted).
+	Daemon  bool   `json:"daemon,omitempty"`
+	PidFile string `json:"pid_file,omitempty"`
+	// Ready is create's "ready" object as docs/protocol.md gives it, e.g.
+	// map[string]any{"tcp": "127.0.0.1:8000", "timeout": 10}.
+	Ready any `json:"ready,omitempty"`
 }
 
 // StopParams are the parameters of "stop".
@@ -112,12 +120,41 @@ func (c *Client) Hello(ctx context.Context) (HelloResult, error) {
 	return r, err
 }
 
-// Create starts a tool and returns once it has been exec'd.
+// Create starts a tool and returns once it has been exec'd. When ctx ends
+// first, Create sends a stop for the tag (which also ends a readiness wait
+// at once) and waits for it, bounded by CancelStopTimeout, before it returns
+// ctx's error: an abandoned create leaves no tool holding the tag.
 func (c *Client) Create(ctx context.Context, p CreateParams) (ProcessInfo, error) {
-	var r ProcessInfo
-	err := c.Call(ctx, "create", p, &r)
-	return r, err
+	if err := ctx.Err(); err != nil {
+		return ProcessInfo{}, err // not sent: nothing to undo
+	}
+	type result struct {
+		info ProcessInfo
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r ProcessInfo
+		err := c.Call(context.WithoutCancel(ctx), "create", p, &r)
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		return res.info, res.err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CancelStopTimeout)
+	defer cancel()
+	c.Call(sctx, "stop", tagParams{p.Tag}, nil) // -32002 when it never started: fine
+	select {
+	case <-done: // the create's own answer, now that the stop ended it
+	case <-sctx.Done():
+	}
+	return ProcessInfo{}, ctx.Err()
 }
+
+// CancelStopTimeout bounds the stop that Create sends when its ctx ends.
+const CancelStopTimeout = 30 * time.Second
 
 // Running reports whether tag is in use (true after the tool exited on its
 // own, until Stop releases it).
