@@ -18,10 +18,16 @@ type Exit struct {
 	Code   int            // exit code; -1 when killed by a signal
 	Signal syscall.Signal // the killing signal; 0 when it exited normally
 	At     time.Time
+	// CPU is the user + system time of the process and of the children it
+	// waited for, from wait4's rusage.
+	CPU time.Duration
 }
 
-func exitFromStatus(pid int, ws unix.WaitStatus) Exit {
+func exitFromStatus(pid int, ws unix.WaitStatus, ru *unix.Rusage) Exit {
 	e := Exit{Pid: pid, Code: -1, At: time.Now()}
+	if ru != nil {
+		e.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
 	switch {
 	case ws.Exited():
 		e.Code = ws.ExitStatus()
@@ -41,6 +47,9 @@ func exitFromStatus(pid int, ws unix.WaitStatus) Exit {
 type Monitor struct {
 	mu      sync.RWMutex // write: wait4 and spawn+register; read: signal a tracked pid
 	tracked map[int]func(Exit)
+	// untracked, if set, is told of every reaped process nobody tracked (an
+	// orphan re-parented to the sidecar), under the lock like onExit.
+	untracked func(Exit)
 	log     *slog.Logger
 	sigchld chan os.Signal
 	stop    chan struct{}
@@ -84,7 +93,8 @@ func (m *Monitor) reap() {
 	defer m.mu.Unlock()
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		var ru unix.Rusage
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, &ru)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -97,10 +107,13 @@ func (m *Monitor) reap() {
 		onExit, ok := m.tracked[pid]
 		if !ok {
 			m.log.Debug("reaped adopted orphan", "pid", pid, "status", int(ws))
+			if m.untracked != nil {
+				m.untracked(exitFromStatus(pid, ws, &ru))
+			}
 			continue
 		}
 		delete(m.tracked, pid)
-		onExit(exitFromStatus(pid, ws))
+		onExit(exitFromStatus(pid, ws, &ru))
 	}
 }
 
@@ -117,6 +130,14 @@ func (m *Monitor) Track(start func() (int, error), onExit func(Exit)) (int, erro
 	}
 	m.tracked[pid] = onExit
 	return pid, nil
+}
+
+// OnUntracked sets the function told of every reaped process that nobody
+// tracked; like onExit it must be quick and must not call back into the Monitor.
+func (m *Monitor) OnUntracked(f func(Exit)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.untracked = f
 }
 
 // WithTracked runs f under the read lock: while f runs, no tracked process is

@@ -43,6 +43,7 @@ type run struct {
 	exited    chan struct{} // closed when the process has been reaped
 	exit      Exit          // valid once exited is closed; guarded by tool.mu
 	reaped    bool          // guarded by tool.mu
+	acct      runAccount    // what the run's tree has cost (stats.go)
 }
 
 // closeCaptures waits briefly for the pumps to drain (the tree is gone, so
