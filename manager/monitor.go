@@ -50,10 +50,10 @@ type Monitor struct {
 	// untracked, if set, is told of every reaped process nobody tracked (an
 	// orphan re-parented to the sidecar), under the lock like onExit.
 	untracked func(Exit)
-	log     *slog.Logger
-	sigchld chan os.Signal
-	stop    chan struct{}
-	done    chan struct{}
+	log       *slog.Logger
+	sigchld   chan os.Signal
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // NewMonitor starts reaping. Call Close to stop.
