@@ -47,13 +47,14 @@ func exitFromStatus(pid int, ws unix.WaitStatus, ru *unix.Rusage) Exit {
 type Monitor struct {
 	mu      sync.RWMutex // write: wait4 and spawn+register; read: signal a tracked pid
 	tracked map[int]func(Exit)
+	log     *slog.Logger
+	sigchld chan os.Signal
+	stop    chan struct{}
+	done    chan struct{}
+
 	// untracked, if set, is told of every reaped process nobody tracked (an
 	// orphan re-parented to the sidecar), under the lock like onExit.
 	untracked func(Exit)
-	log       *slog.Logger
-	sigchld   chan os.Signal
-	stop      chan struct{}
-	done      chan struct{}
 }
 
 // NewMonitor starts reaping. Call Close to stop.
