@@ -2,7 +2,6 @@ package manager
 
 import (
 	"bytes"
-	"os"
 	"strconv"
 	"time"
 
@@ -13,12 +12,11 @@ import (
 // the kernel fixes at 100 on every architecture Go runs Linux on.
 const clockTick = time.Second / 100
 
-var pageSize = int64(os.Getpagesize())
-
-// readUsage reads one process's figures from /proc/<pid>/stat (CPU, threads,
-// RSS: the same counters as VmRSS in status, one read cheaper) and
-// /proc/<pid>/smaps_rollup (PSS). A process whose start time is no longer
-// start was replaced by another with its pid: not ok.
+// readUsage reads one process's figures from /proc/<pid>/stat (CPU,
+// threads), status (VmRSS: stat's rss field is the kernel's approximate
+// per-CPU counter, status sums it exactly) and smaps_rollup (PSS). A process
+// whose start time is no longer start was replaced by another with its pid:
+// not ok.
 func readUsage(pid int, start uint64, buf []byte) procUsage {
 	dir := "/proc/" + strconv.Itoa(pid)
 	b := readSmall(dir+"/stat", buf)
@@ -27,7 +25,7 @@ func readUsage(pid int, start uint64, buf []byte) procUsage {
 		return procUsage{}
 	}
 	// f[0] is field 3 (state) of proc(5): utime 14, stime 15, cutime 16,
-	// cstime 17, num_threads 20, starttime 22, rss 24.
+	// cstime 17, num_threads 20, starttime 22.
 	f := bytes.Fields(b[i+2:])
 	if len(f) < 22 || f[0][0] == 'Z' || f[0][0] == 'X' {
 		return procUsage{}
@@ -41,9 +39,11 @@ func readUsage(pid int, start uint64, buf []byte) procUsage {
 		ticks += v
 	}
 	threads, _ := strconv.Atoi(string(f[17]))
-	pages, _ := strconv.ParseInt(string(f[21]), 10, 64)
-	u := procUsage{ok: true, cpu: time.Duration(ticks) * clockTick, threads: threads, rss: pages * pageSize, pss: Unknown}
-	if kb, ok := pssKiB(readSmall(dir+"/smaps_rollup", buf)); ok {
+	u := procUsage{ok: true, cpu: time.Duration(ticks) * clockTick, threads: threads, rss: Unknown, pss: Unknown}
+	if kb, ok := fieldKiB(readSmall(dir+"/status", buf), "VmRSS:"); ok {
+		u.rss = kb << 10
+	}
+	if kb, ok := fieldKiB(readSmall(dir+"/smaps_rollup", buf), "Pss:"); ok {
 		u.pss = kb << 10
 	}
 	return u
@@ -64,9 +64,9 @@ func readSmall(path string, buf []byte) []byte {
 	return buf[:n]
 }
 
-// pssKiB finds "Pss: <n> kB" in smaps_rollup. A kernel thread's (no memory
-// map) is empty: not ok.
-func pssKiB(b []byte) (int64, bool) {
+// fieldKiB finds "<key> <n> kB" in status or smaps_rollup. A kernel
+// thread's (no memory map) has none: not ok.
+func fieldKiB(b []byte, key string) (int64, bool) {
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -74,7 +74,7 @@ func pssKiB(b []byte) (int64, bool) {
 		} else {
 			b = nil
 		}
-		if v, ok := bytes.CutPrefix(line, []byte("Pss:")); ok {
+		if v, ok := bytes.CutPrefix(line, []byte(key)); ok {
 			f := bytes.Fields(v)
 			if len(f) == 0 {
 				return 0, false
