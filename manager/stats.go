@@ -140,8 +140,8 @@ func (m *Manager) Stats(tag string) (Stats, error) {
 	return m.sample([]*tool{t})[0], nil
 }
 
-// ListStats is List with every tool's Stats, sampled in one pass: the
-// members of all tools are listed first, then read in parallel.
+// ListStats is List with every tool's Stats, sampled in one pass spread
+// over the CPUs.
 func (m *Manager) ListStats() ([]Info, []Stats) {
 	m.mu.Lock()
 	tools := make([]*tool, 0, len(m.tools))
@@ -167,43 +167,34 @@ type sampleJob struct {
 	reaped  bool
 	exit    Exit
 	members []procEntry
+	listed  bool // members were found already (membersOfEach)
 	usage   []procUsage
 }
 
 func (m *Manager) sample(tools []*tool) []Stats {
 	m.acct.once.Do(func() { m.mon.OnUntracked(m.acct.orphanExited) })
 	jobs := make([]sampleJob, len(tools))
-	total := 0
+	var keys []memberKey // tools without a cgroup: found in one snapshot
+	var keyed []int
 	for i, t := range tools {
 		t.mu.Lock()
-		j := sampleJob{t: t, r: t.run, reaped: t.run.reaped, exit: t.run.exit}
+		jobs[i] = sampleJob{t: t, r: t.run, reaped: t.run.reaped, exit: t.run.exit}
 		t.mu.Unlock()
-		j.members = m.membersOf(t, j.r)
-		j.usage = make([]procUsage, len(j.members))
-		total += len(j.members)
-		jobs[i] = j
-	}
-	readUsages(jobs, total)
-	now := time.Now()
-	out := make([]Stats, len(jobs))
-	for i := range jobs {
-		out[i] = m.assemble(&jobs[i], now)
-	}
-	m.pruneSeen()
-	return out
-}
-
-// readUsages reads every member's figures, spread over the CPUs: reading
-// smaps_rollup costs the kernel a walk of the process's page tables.
-func readUsages(jobs []sampleJob, total int) {
-	type ref struct{ j, k int }
-	refs := make([]ref, 0, total)
-	for j := range jobs {
-		for k := range jobs[j].members {
-			refs = append(refs, ref{j, k})
+		if t.cg == nil && len(tools) > 1 {
+			keys = append(keys, memberKey{jobs[i].r.pid, t.tag})
+			keyed = append(keyed, i)
 		}
 	}
-	workers := min(runtime.GOMAXPROCS(0), 1+len(refs)/32)
+	if len(keys) > 0 {
+		for k, members := range m.procs.membersOfEach(keys) {
+			jobs[keyed[k]].members = members
+			jobs[keyed[k]].listed = true
+		}
+	}
+	// Spread over the CPUs: listing a tool's cgroup and reading its members'
+	// figures is a few /proc reads each, and smaps_rollup costs the kernel a
+	// walk of the process's page tables.
+	workers := min(runtime.GOMAXPROCS(0), 1+len(jobs)/16)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -213,16 +204,72 @@ func readUsages(jobs []sampleJob, total int) {
 			buf := make([]byte, 4096)
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(refs) {
+				if i >= len(jobs) {
 					return
 				}
-				j := &jobs[refs[i].j]
-				e := j.members[refs[i].k]
-				j.usage[refs[i].k] = readUsage(e.pid, e.start, buf)
+				j := &jobs[i]
+				if !j.listed {
+					j.members = m.membersOf(j.t, j.r)
+				}
+				j.usage = make([]procUsage, len(j.members))
+				for k, e := range j.members {
+					j.usage[k] = readUsage(e.pid, e.start, buf)
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	now := time.Now()
+	out := make([]Stats, len(jobs))
+	for i := range jobs {
+		out[i] = m.assemble(&jobs[i], now)
+	}
+	m.pruneSeen()
+	return out
+}
+
+// memberKey is what procTable.membersOf takes: a run's process group and
+// the tool's tag.
+type memberKey struct {
+	pgid int
+	tag  string
+}
+
+// membersOfEach is procTable.membersOf for many tools from one snapshot, by
+// index: membersOf per tool scans the whole table each time and refreshes
+// it whenever it is older than snapshotTTL, so a thousand tools would read
+// /proc over and over. It must find exactly what membersOf finds
+// (TestMembersOfEachFindsWhatMembersOfFinds holds it to that).
+func (pt *procTable) membersOfEach(keys []memberKey) [][]procEntry {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	pt.refresh()
+	byGroup := make(map[int][]int, len(keys))
+	byTag := make(map[string][]int, len(keys))
+	for i, k := range keys {
+		byGroup[k.pgid] = append(byGroup[k.pgid], i)
+		if k.tag != "" {
+			byTag[k.tag] = append(byTag[k.tag], i)
+		}
+	}
+	out := make([][]procEntry, len(keys))
+	for _, e := range pt.entries {
+		if e.zombie || e.pid == pt.self {
+			continue
+		}
+		g := byGroup[e.pgid]
+		for _, i := range g {
+			out[i] = append(out[i], e)
+		}
+		if tag := pt.tags[procKey{e.pid, e.start}]; tag != "" {
+			for _, i := range byTag[tag] {
+				if keys[i].pgid != e.pgid { // not already added through its group
+					out[i] = append(out[i], e)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // assemble sums one tool's members and folds in its run's account.

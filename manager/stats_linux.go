@@ -2,6 +2,7 @@ package manager
 
 import (
 	"bytes"
+	"os"
 	"strconv"
 	"time"
 
@@ -13,10 +14,11 @@ import (
 const clockTick = time.Second / 100
 
 // readUsage reads one process's figures from /proc/<pid>/stat (CPU,
-// threads), status (VmRSS: stat's rss field is the kernel's approximate
-// per-CPU counter, status sums it exactly) and smaps_rollup (PSS). A process
-// whose start time is no longer start was replaced by another with its pid:
-// not ok.
+// threads), statm (resident pages: the VmRSS of status, which the kernel
+// computes the same way, without formatting fifty other lines; stat's rss
+// field is not used: it reads the per-CPU counters without summing them, an
+// approximation) and smaps_rollup (PSS). A process whose start time is no longer start was
+// replaced by another with its pid: not ok.
 func readUsage(pid int, start uint64, buf []byte) procUsage {
 	dir := "/proc/" + strconv.Itoa(pid)
 	b := readSmall(dir+"/stat", buf)
@@ -40,14 +42,18 @@ func readUsage(pid int, start uint64, buf []byte) procUsage {
 	}
 	threads, _ := strconv.Atoi(string(f[17]))
 	u := procUsage{ok: true, cpu: time.Duration(ticks) * clockTick, threads: threads, rss: Unknown, pss: Unknown}
-	if kb, ok := fieldKiB(readSmall(dir+"/status", buf), "VmRSS:"); ok {
-		u.rss = kb << 10
+	if m := bytes.Fields(readSmall(dir+"/statm", buf)); len(m) >= 2 {
+		if pages, err := strconv.ParseInt(string(m[1]), 10, 64); err == nil {
+			u.rss = pages * pageSize
+		}
 	}
 	if kb, ok := fieldKiB(readSmall(dir+"/smaps_rollup", buf), "Pss:"); ok {
 		u.pss = kb << 10
 	}
 	return u
 }
+
+var pageSize = int64(os.Getpagesize())
 
 // readSmall reads a /proc file of at most len(buf) bytes in one read; nil
 // when it cannot be read.
@@ -64,7 +70,7 @@ func readSmall(path string, buf []byte) []byte {
 	return buf[:n]
 }
 
-// fieldKiB finds "<key> <n> kB" in status or smaps_rollup. A kernel
+// fieldKiB finds "<key> <n> kB" in smaps_rollup. A kernel
 // thread's (no memory map) has none: not ok.
 func fieldKiB(b []byte, key string) (int64, bool) {
 	for len(b) > 0 {
