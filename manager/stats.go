@@ -103,7 +103,7 @@ func (a *accounting) note(t *tool, r *run, old, pids []int) {
 	}
 }
 
-// prune forgets members of tools that were released: a stopped tool is
+// pruneSeen forgets members of tools that were released: a stopped tool is
 // never sampled again, so its last members would stay forever.
 func (m *Manager) pruneSeen() {
 	m.acct.mu.Lock()
