@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -331,6 +332,9 @@ func statsKeepCPUOfAnOrphanTheSidecarReaped(t *testing.T, sc *sidecar) {
 func TestStatsOfUnknownTagIsNoSuchTag(t *testing.T) {
 	t.Parallel()
 	sc := startSidecar(t)
+	if h, err := sc.Hello(ctxT(t)); err != nil || !slices.Contains(h.Features, "stats") {
+		t.Errorf("hello features %v, %v: want \"stats\"", h.Features, err)
+	}
 	_, err := sc.Stats(ctxT(t), "nope")
 	wantDataTag(t, wantCode(t, "stats of an unknown tag", err, client.CodeNoSuchTag), "nope")
 	sc.create(client.CreateParams{Tag: "gone", Argv: []string{"/bin/sleep", "1000"}})
