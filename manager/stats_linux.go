@@ -14,11 +14,12 @@ import (
 const clockTick = time.Second / 100
 
 // readUsage reads one process's figures from /proc/<pid>/stat (CPU,
-// threads), statm (resident pages: the VmRSS of status, which the kernel
-// computes the same way, without formatting fifty other lines; stat's rss
-// field is not used: it reads the per-CPU counters without summing them, an
-// approximation) and smaps_rollup (PSS). A process whose start time is no longer start was
-// replaced by another with its pid: not ok.
+// threads) and smaps_rollup (RSS and PSS, from one walk of the process's
+// page tables). Where smaps_rollup cannot be read (a process that is not
+// dumpable), RSS comes from statm: the VmRSS of status, without formatting
+// fifty other lines. stat's own rss field is not used: it reads the per-CPU
+// counters without summing them, an approximation. A process whose start
+// time is no longer start was replaced by another with its pid: not ok.
 func readUsage(pid int, start uint64, buf []byte) procUsage {
 	dir := "/proc/" + strconv.Itoa(pid)
 	b := readSmall(dir+"/stat", buf)
@@ -42,13 +43,12 @@ func readUsage(pid int, start uint64, buf []byte) procUsage {
 	}
 	threads, _ := strconv.Atoi(string(f[17]))
 	u := procUsage{ok: true, cpu: time.Duration(ticks) * clockTick, threads: threads, rss: Unknown, pss: Unknown}
-	if m := bytes.Fields(readSmall(dir+"/statm", buf)); len(m) >= 2 {
+	if rss, pss, ok := rollup(readSmall(dir+"/smaps_rollup", buf)); ok {
+		u.rss, u.pss = rss<<10, pss<<10
+	} else if m := bytes.Fields(readSmall(dir+"/statm", buf)); len(m) >= 2 {
 		if pages, err := strconv.ParseInt(string(m[1]), 10, 64); err == nil {
 			u.rss = pages * pageSize
 		}
-	}
-	if kb, ok := fieldKiB(readSmall(dir+"/smaps_rollup", buf), "Pss:"); ok {
-		u.pss = kb << 10
 	}
 	return u
 }
@@ -70,24 +70,35 @@ func readSmall(path string, buf []byte) []byte {
 	return buf[:n]
 }
 
-// fieldKiB finds "<key> <n> kB" in smaps_rollup. A kernel
-// thread's (no memory map) has none: not ok.
-func fieldKiB(b []byte, key string) (int64, bool) {
-	for len(b) > 0 {
+// rollup finds the "Rss: <n> kB" and "Pss: <n> kB" lines of smaps_rollup.
+// A kernel thread's (no memory map) has none: not ok.
+func rollup(b []byte) (rssKiB, pssKiB int64, ok bool) {
+	var found int
+	for len(b) > 0 && found < 2 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
 			line, b = b[:i], b[i+1:]
 		} else {
 			b = nil
 		}
-		if v, ok := bytes.CutPrefix(line, []byte(key)); ok {
-			f := bytes.Fields(v)
-			if len(f) == 0 {
-				return 0, false
-			}
-			n, err := strconv.ParseInt(string(f[0]), 10, 64)
-			return n, err == nil
+		var dst *int64
+		if v, cut := bytes.CutPrefix(line, []byte("Rss:")); cut {
+			line, dst = v, &rssKiB
+		} else if v, cut := bytes.CutPrefix(line, []byte("Pss:")); cut {
+			line, dst = v, &pssKiB
+		} else {
+			continue
 		}
+		f := bytes.Fields(line)
+		if len(f) == 0 {
+			return 0, 0, false
+		}
+		n, err := strconv.ParseInt(string(f[0]), 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		*dst = n
+		found++
 	}
-	return 0, false
+	return rssKiB, pssKiB, found == 2
 }
