@@ -237,10 +237,13 @@ func TestStatsCPUOfABusyToolGrows(t *testing.T) {
 		t.Fatalf("cpu_seconds %v, /proc said %.2f before and %.2f after", show(s.CPUSeconds), before, after)
 	}
 	first := *s.CPUSeconds
-	awaitStats(t, sc, "busy", "cpu_seconds to grow by 0.2 s", func(s client.Stats) bool {
-		return s.CPUSeconds != nil && *s.CPUSeconds >= first+0.2
+	awaitStats(t, sc, "busy", "cpu_seconds to grow by 0.05 s", func(s client.Stats) bool {
+		return s.CPUSeconds != nil && *s.CPUSeconds >= first+0.05
 	})
 }
+
+// (The busy tools of these tests burn only a fraction of a second each: the
+// suite runs on loaded machines, beside tests with tight windows.)
 
 // A run's reaped members still count: the main process's child it waited
 // for (through the main's exit rusage), and the run's totals stay once
@@ -256,12 +259,12 @@ func statsAfterExitShowNoProcessAndTheRunsTotals(t *testing.T, sc *sidecar) {
 	loop := `while [ ! -e "$F" ]; do :; done`
 	info := sc.create(client.CreateParams{Tag: "burst", Env: map[string]string{"F": flag},
 		Argv: sh(`/bin/sh -c '` + loop + `' & ` + loop + `; wait`)})
-	running := awaitStats(t, sc, "burst", "two processes with 0.4 s of CPU", func(s client.Stats) bool {
-		return s.Processes == 2 && s.CPUSeconds != nil && *s.CPUSeconds >= 0.4
+	running := awaitStats(t, sc, "burst", "two processes with 0.1 s of CPU", func(s client.Stats) bool {
+		return s.Processes == 2 && s.CPUSeconds != nil && *s.CPUSeconds >= 0.1
 	})
 	// Let the OS show them past the last sample (which the figure after
 	// exit must not fall back to), then end them.
-	burnt := awaitCPU(t, running.Pids, *running.CPUSeconds+0.1)
+	burnt := awaitCPU(t, running.Pids, *running.CPUSeconds+0.05)
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -308,14 +311,14 @@ func statsKeepCPUOfAnOrphanTheSidecarReaped(t *testing.T, sc *sidecar) {
 	if _, err := sc.WaitTool(ctx, "orphan", client.Ptr(30.0)); err != nil {
 		t.Fatal(err)
 	}
-	seen := awaitStats(t, sc, "orphan", "the orphan with 0.3 s of CPU", func(s client.Stats) bool {
-		return s.Processes == 1 && s.CPUSeconds != nil && *s.CPUSeconds >= 0.3
+	seen := awaitStats(t, sc, "orphan", "the orphan with 0.1 s of CPU", func(s client.Stats) bool {
+		return s.Processes == 1 && s.CPUSeconds != nil && *s.CPUSeconds >= 0.1
 	})
 	orphan := mustIdentify(t, seen.Pids[0])
 	if st, err := readStat(orphan.Pid); err != nil || st.Pgid != info.Pgid {
 		t.Fatalf("member %d is not of the tool's group %d (%+v, %v)", orphan.Pid, info.Pgid, st, err)
 	}
-	burnt := awaitCPU(t, seen.Pids, *seen.CPUSeconds+0.1)
+	burnt := awaitCPU(t, seen.Pids, *seen.CPUSeconds+0.05)
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
