@@ -193,7 +193,7 @@ func run() int {
 // features lists what hello reports: the containment layers in force here.
 func features(mgr *manager.Manager) []string {
 	f := []string{"process-group", "env-attribution", "header-framing",
-		"capture", "readiness", "restart", "stdin", "state-events"}
+		"capture", "readiness", "restart", "stdin", "state-events", "stats"}
 	if runtime.GOOS == "linux" {
 		f = append(f, "pdeathsig", "subreaper")
 	}

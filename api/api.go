@@ -63,7 +63,8 @@ func Register(srv *rpc.Server, m *manager.Manager, opts Options) {
 	rpc.HandleInline(srv, "running", s.running)
 	rpc.HandleInline(srv, "is_alive", s.isAlive)
 	rpc.HandleInline(srv, "fetch", s.fetch)
-	rpc.HandleInline(srv, "list", s.list)
+	rpc.Handle(srv, "list", s.list) // not inline: with stats it reads /proc
+	rpc.Handle(srv, "stats", s.stats)
 	rpc.Handle(srv, "create", s.create)
 	rpc.Handle(srv, "stop", s.stop)
 	rpc.Handle(srv, "signal", s.signal)
@@ -158,7 +159,10 @@ func (s *service) fetch(_ context.Context, p tagParams) (*processInfo, error) {
 	return &pi, nil
 }
 
-func (s *service) list(context.Context, struct{}) ([]processInfo, error) {
+func (s *service) list(_ context.Context, p listParams) (any, error) {
+	if p.Stats {
+		return s.listStats(), nil
+	}
 	infos := s.m.List()
 	out := make([]processInfo, len(infos))
 	for i, in := range infos {

@@ -731,8 +731,36 @@ class Bench:
                         "%d KiB reply" % (size // 1024),
                     )
                 )
+                if n >= 100:
+                    self.list_stats_line(cl, n, s)
         finally:
             cl.close()
+
+    def list_stats_line(self, cl: bl.RawClient, n: int, plain: Dict[str, float]) -> None:
+        """`list` {stats: true} through the raw client (issue 15): every tool's
+        whole-tree figures in one call, read from /proc."""
+        req = cl.request("list", {"stats": True})
+        xs, size = [], 0
+        for _ in range(max(3, self.p.sc_list // 4)):
+            t0 = pc()
+            cl.send(req)
+            size = len(cl.reply_line())
+            xs.append(pc() - t0)
+        s = bl.summary(xs)
+        self.raw.setdefault("row5", {}).setdefault("list_stats", {})[n] = s
+        self.add(
+            Line(
+                "5",
+                "`list` {stats: true} raw client at %d tools" % n,
+                bl.p50_p99(s),
+                "%s (plain `list`)" % bl.fmt_us(plain["p50"]),
+                "%s× plain" % bl.fmt_num(s["p50"] / plain["p50"]),
+                "≤ 20 ms" if n == 1000 else "",
+                s["p50"] <= 0.020 if n == 1000 else None,
+                "%d calls" % s["n"],
+                "%d KiB reply; IQR/median %.0f%%" % (size // 1024, 100 * s["iqr_rel"]),
+            )
+        )
 
     # -- row 6: sidecar start ---------------------------------------------------------
 

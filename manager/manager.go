@@ -47,6 +47,7 @@ type Manager struct {
 	ownPgid int
 	cg      *cgroupSet // nil: process groups and environment attribution only
 	wd      watchdog   // the session watchdog (watchdog.go)
+	acct    accounting // attributes orphans' CPU to runs (stats.go)
 
 	mu       sync.Mutex
 	tools    map[string]*tool // a nil value reserves a tag while its create is in flight

@@ -18,10 +18,16 @@ type Exit struct {
 	Code   int            // exit code; -1 when killed by a signal
 	Signal syscall.Signal // the killing signal; 0 when it exited normally
 	At     time.Time
+	// CPU is the user + system time of the process and of the children it
+	// waited for, from wait4's rusage.
+	CPU time.Duration
 }
 
-func exitFromStatus(pid int, ws unix.WaitStatus) Exit {
+func exitFromStatus(pid int, ws unix.WaitStatus, ru *unix.Rusage) Exit {
 	e := Exit{Pid: pid, Code: -1, At: time.Now()}
+	if ru != nil {
+		e.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
 	switch {
 	case ws.Exited():
 		e.Code = ws.ExitStatus()
@@ -45,6 +51,10 @@ type Monitor struct {
 	sigchld chan os.Signal
 	stop    chan struct{}
 	done    chan struct{}
+
+	// untracked, if set, is told of every reaped process nobody tracked (an
+	// orphan re-parented to the sidecar), under the lock like onExit.
+	untracked func(Exit)
 }
 
 // NewMonitor starts reaping. Call Close to stop.
@@ -84,7 +94,8 @@ func (m *Monitor) reap() {
 	defer m.mu.Unlock()
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		var ru unix.Rusage
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, &ru)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -97,10 +108,13 @@ func (m *Monitor) reap() {
 		onExit, ok := m.tracked[pid]
 		if !ok {
 			m.log.Debug("reaped adopted orphan", "pid", pid, "status", int(ws))
+			if m.untracked != nil {
+				m.untracked(exitFromStatus(pid, ws, &ru))
+			}
 			continue
 		}
 		delete(m.tracked, pid)
-		onExit(exitFromStatus(pid, ws))
+		onExit(exitFromStatus(pid, ws, &ru))
 	}
 }
 
@@ -134,6 +148,14 @@ func (m *Monitor) Adopt(pid int, attach func(), onExit func(Exit)) bool {
 	attach()
 	m.tracked[pid] = onExit
 	return true
+}
+
+// OnUntracked sets the function told of every reaped process that nobody
+// tracked; like onExit it must be quick and must not call back into the Monitor.
+func (m *Monitor) OnUntracked(f func(Exit)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.untracked = f
 }
 
 // WithTracked runs f under the read lock: while f runs, no tracked process is

@@ -47,6 +47,7 @@ type run struct {
 	// main and mainPgid are the daemon a Daemon tool's launcher left behind
 	// (daemon.go), once followed; 0 until then. Guarded by tool.mu.
 	main, mainPgid int
+	acct           runAccount // what the run's tree has cost (stats.go)
 }
 
 // mainPid is the process the run follows: the daemon once adopted, else the

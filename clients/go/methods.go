@@ -222,3 +222,24 @@ func (c *Client) Shutdown(ctx context.Context, timeout *float64) (int, error) {
 	}{timeout}, &r)
 	return r.Stopped, err
 }
+
+// Stats is the result of "stats": what a tool's whole tree costs (see
+// docs/protocol.md). A figure the OS does not show is nil.
+type Stats struct {
+	Processes  int      `json:"processes"`   // live members; 0 once none is left
+	Threads    *int     `json:"threads"`     // summed over live members
+	CPUSeconds *float64 `json:"cpu_seconds"` // user + system, reaped members of the run included
+	RSSBytes   *int64   `json:"rss_bytes"`   // summed over live members
+	PSSBytes   *int64   `json:"pss_bytes"`   // proportional set size: shared pages counted once
+	Uptime     float64  `json:"uptime"`      // seconds since the current run started
+	Pids       []int    `json:"pids"`        // the live members, the main process first
+}
+
+// Stats samples the tool's whole tree: its process group, cgroup and the
+// processes carrying its mark. A tool that is not running reports its last
+// run's totals with Processes 0.
+func (c *Client) Stats(ctx context.Context, tag string) (Stats, error) {
+	var r Stats
+	err := c.Call(ctx, "stats", tagParams{tag}, &r)
+	return r, err
+}

@@ -43,6 +43,7 @@ from ._info import ProcessInfo, output_option
 from ._manager import Process, ProcessManager
 from ._options import Ready, Restart
 from ._output import OutputChunk, OutputStream
+from ._stats import ProcessStats, ProcessTable, TableRow
 
 __all__ = [
     "procmgr",
@@ -54,6 +55,9 @@ __all__ = [
     "Restart",
     "OutputChunk",
     "OutputStream",
+    "ProcessStats",
+    "ProcessTable",
+    "TableRow",
     "ProcMgrError",
     "TagInUseError",
     "NoSuchTagError",

@@ -19,6 +19,7 @@ from ._errors import NoSuchTagError, ProcMgrError, ProcMgrTimeoutError, SidecarE
 from ._info import ProcessInfo, output_option, signal_number
 from ._options import MAX_SECONDS, Ready, Restart, ready_params, restart_params
 from ._output import STREAMS, OutputChunk, OutputStream, wait_for_output
+from . import _stats
 from ._transport import REPLY_MARGIN, Sidecar, find_binary
 
 __all__ = ["ProcessManager", "Process"]
@@ -113,6 +114,13 @@ class Process:
             except ProcMgrError:
                 pass
         return self._info.restarts
+
+    def stats(self) -> _stats.ProcessStats:
+        """What the tool's whole tree costs now (CPU, memory, processes): see ProcessStats."""
+        return _stats.process_stats(self)
+
+    def _repr_html_(self) -> str:
+        return _stats.process_html(self)
 
     # -- captured output -----------------------------------------------------
 
@@ -588,6 +596,15 @@ class ProcessManager:
         """Every tool whose tag is in use, sorted by tag."""
         result = self._call("list", {})
         return [self._adopt(ProcessInfo.from_json(item), register=True) for item in result or ()]
+
+    def table(self) -> _stats.ProcessTable:
+        """Every tool in use with what it costs, in one call: rows of (tag, pid,
+        state, uptime, restarts, processes, cpu_seconds, rss); ``print()`` it for
+        an aligned table, or show it in Jupyter."""
+        return _stats.table(self)
+
+    def _repr_html_(self) -> str:
+        return _stats.manager_html(self)
 
     def __getitem__(self, tag: str) -> Optional[Process]:
         """``manager[tag]`` is ``manager.fetch(tag)`` (None for an unknown tag, as in CASA)."""
