@@ -123,10 +123,10 @@ func readSessionRecord(dir string) (sessionRecord, error) {
 }
 
 // over: none of the record's processes is alive (a pid alive with another
-// start time is another process).
+// start time is another process; a zombie has ended).
 func (r sessionRecord) over() bool {
 	for _, p := range r.procs {
-		if start, ok := processStart(p.pid); ok && start == p.start {
+		if e, ok := host.process(p.pid); ok && e.start == p.start && !e.zombie {
 			return false
 		}
 	}
