@@ -626,10 +626,15 @@ class ProcessManager:
         grace = timeout if timeout is not None else self._stop_grace(tag)
         try:
             result = self._call("stop", params, grace + REPLY_MARGIN)
-        finally:
+        except NoSuchTagError:
             with self._reg_lock:
                 cur = self._current.get(tag)
+            if cur is not None:
+                self._release(cur)  # whatever we knew of the tag is stale
+            raise
         info = ProcessInfo.from_json(result)
+        with self._reg_lock:
+            cur = self._current.get(tag)
         if cur is not None:
             if cur._owns(info):
                 cur._update(info)

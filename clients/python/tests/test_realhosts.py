@@ -24,6 +24,7 @@ from tests.support import BIN, DEADLINE, PYTHON, Proc, wait_gone, wait_until
 from procmgr import (
     NoSuchTagError,
     ProcessManager,
+    ProcMgrTimeoutError,
     Ready,
     Restart,
     SpawnError,
@@ -352,6 +353,23 @@ class ZeroMeansZeroTest(support.ManagerTestCase):
         self.assertEqual(create["restart"]["backoff"], {"initial": 0, "max": 0})
         q.stop()
         self.assertNotIn("timeout", spy.sent("stop")[1])
+
+
+    def test_a_zero_timeout_looks_once(self) -> None:
+        p = self.pm.create(self.tag(), ["sh", "-c", "echo ready; exec sleep 300"], output=output_option.PIPE)
+        p.wait_for_output("ready", timeout=DEADLINE)
+        self.assertEqual(p.wait_for_output("ready", timeout=0, offset=0).group(0), "ready")
+        with self.assertRaises(ProcMgrTimeoutError):
+            p.wait_for_output("never", timeout=0)
+        stream = p.stdout
+        stream.timeout = 0
+        self.assertEqual(stream.readline(), "ready\n")
+        with self.assertRaises(ProcMgrTimeoutError):
+            stream.readline()
+        for bad in BAD_SECONDS:
+            with self.assertRaises(ValueError):
+                stream.timeout = bad
+        p.stop(timeout=0)
 
 
 class ArgumentMistakesTest(support.ManagerTestCase):
