@@ -579,7 +579,13 @@ class ProcessManager:
                 on_abandon=lambda: self._abort_create(sc, tag, stop_timeout),
             )
         except SpawnError as exc:
-            if isinstance(argv, str) and len(argv.split()) > 1:
+            text = exc.message.lower()
+            if (
+                isinstance(argv, str)
+                and len(argv.split()) > 1
+                and argv in exc.message
+                and ("not found" in text or "no such file" in text)
+            ):
                 raise SpawnError(
                     "%s; a str argv names one executable (no shell): pass a list, e.g. %r"
                     % (exc.message, _split_hint(argv)),
