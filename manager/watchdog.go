@@ -32,11 +32,14 @@ import (
 //
 // It keeps no state per tool: it knows the session id, the sidecar's pid and
 // the session cgroup, and while idle it is blocked in read(2) and poll(2).
-// When it wakes it kills, round after round until none remain (at most
+// When it wakes it sends SIGTERM to every process of the session and waits up
+// to watchdogGrace for them to go (a tool may remove its sockets and temporary
+// files), then kills, round after round until none remain (at most
 // killWait): every process of the session cgroup tree, every process whose
 // environment carries PROCMGR_SESSION=<session>, and — when the sidecar leads
 // its own session, as the clients start it — every process of that session.
-// Then it removes the session cgroup and exits.
+// Then it removes the session cgroup and the session's temporary directory
+// (litter.go), and exits.
 //
 // Wake-ups: EOF on stdin (the sidecar is gone, or closed the pipe); a quit
 // byte on stdin (the sidecar exits normally and asks for a last sweep); the
@@ -351,7 +354,7 @@ func (s *sweeper) await(stdin *os.File, deathSig <-chan os.Signal) string {
 // are usually gone already: their parent-death signal is SIGKILL.
 func (s *sweeper) terminate(grace time.Duration) int {
 	deadline := time.Now().Add(grace)
-	termed := s.signalAll(unix.SIGTERM, true)
+	termed := s.signalAll(unix.SIGTERM)
 	if len(termed) == 0 {
 		return 0
 	}
@@ -420,7 +423,7 @@ func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending 
 
 // signalAll sends sig once to every live process of the session (cgroup
 // tree, marks, sidecar's session) and returns those it reached.
-func (s *sweeper) signalAll(sig unix.Signal, withCgroup bool) []procKey {
+func (s *sweeper) signalAll(sig unix.Signal) []procKey {
 	var reached []procKey
 	seen := map[int]bool{}
 	send := func(pid int) {
@@ -436,7 +439,7 @@ func (s *sweeper) signalAll(sig unix.Signal, withCgroup bool) []procKey {
 			reached = append(reached, procKey{pid, e.start})
 		}
 	}
-	if withCgroup && s.cfg.Cgroup != "" {
+	if s.cfg.Cgroup != "" {
 		for _, pid := range cgroupTreePids(s.cfg.Cgroup) {
 			send(pid)
 		}

@@ -264,11 +264,11 @@ class Sidecar:
     ) -> Any:
         """Send one request and wait (at most ``timeout`` seconds) for its reply.
 
-        ``on_abandon`` runs when the request went out but its caller stops
-        waiting for the reply (KeyboardInterrupt or another BaseException
-        while waiting, or the reply timeout): before that propagates, so the
-        caller can undo what the request may still do.  It never runs for a
-        request that was not sent.
+        ``on_abandon`` runs when the request went out but its caller will not
+        get the reply (KeyboardInterrupt or another BaseException while
+        waiting, or the reply timeout): before that propagates, so the caller
+        can undo what the request did or may still do.  It never runs for a
+        request that was not sent, nor for one answered with an error.
         """
         if timeout is None:
             timeout = DEFAULT_CALL_TIMEOUT
@@ -298,16 +298,24 @@ class Sidecar:
                 raise interrupted  # it came after the line went out: the request is sent
             answered = pending.wait(deadline - time.monotonic())
         except BaseException:  # KeyboardInterrupt while waiting: give the call up
-            if not self._give_up(req_id) and on_abandon is not None:
+            arrived = self._give_up(req_id)
+            if arrived:
+                pending.wait(1.0)  # the reader took it: let it finish filling it in
+            # A reply that came in as we were interrupted is lost to the
+            # caller too: a success must be undone as well (an error, such
+            # as "tag in use", did nothing to undo).
+            if on_abandon is not None and (not arrived or pending.error is None):
                 on_abandon()
             raise
-        if not answered and not self._give_up(req_id):
-            if on_abandon is not None:
-                on_abandon()
-            raise SidecarError(
-                "procmgr sidecar (pid %d) did not answer %s within %.1f s; log: %s"
-                % (self.pid, method, timeout, self.log_path)
-            )
+        if not answered:
+            if not self._give_up(req_id):
+                if on_abandon is not None:
+                    on_abandon()
+                raise SidecarError(
+                    "procmgr sidecar (pid %d) did not answer %s within %.1f s; log: %s"
+                    % (self.pid, method, timeout, self.log_path)
+                )
+            pending.wait(1.0)  # it arrived just now: let the reader finish filling it in
         if pending.error is not None:
             raise pending.error
         return pending.result
