@@ -146,6 +146,7 @@ func SweepLitter(session, tmpRoot string, log *slog.Logger) []string {
 	if len(removed) > 0 {
 		log.Info("removed what ended sessions left behind", "paths", removed)
 	}
+	log.Debug("litter sweep done", "removed", len(removed))
 	return removed
 }
 
