@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -36,6 +37,7 @@ type config struct {
 	stdoutFd    int
 	stderrFd    int
 	logFile     string
+	tempDir     string
 	logLevel    string
 	framing     string
 	maxMessage  int
@@ -70,6 +72,7 @@ func parseFlags() config {
 	fs.IntVar(&c.stdoutFd, "stdout-fd", -1, `inherited fd that "inherit" stdout writes to (default: the sidecar's stderr)`)
 	fs.IntVar(&c.stderrFd, "stderr-fd", -1, `inherited fd that "inherit" stderr writes to (default: the sidecar's stderr)`)
 	fs.StringVar(&c.logFile, "log-file", "", "append logs to this file instead of stderr")
+	fs.StringVar(&c.tempDir, "temp-dir", "", "the session's temporary directory, made by the host: removed with everything in it when the session ends")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.framing, "framing", "line", `"line" (one JSON object per line) or "header" (Content-Length)`)
 	fs.IntVar(&c.maxMessage, "max-message", 16<<20, "largest accepted message in bytes; longer ones are skipped")
@@ -127,9 +130,18 @@ func run() int {
 		log.Warn("setsid", "err", err)
 	}
 
+	session := newSessionID()
+	if c.tempDir != "" {
+		// Claimed first: from here on the directory is this session's to remove.
+		if err := manager.ClaimTempDir(c.tempDir, session); err != nil {
+			return fail(fmt.Errorf("--temp-dir: %w", err))
+		}
+		defer manager.RemoveTempDir(c.tempDir, session)
+	}
+
 	srv := rpc.NewServer(log, rpc.DefaultBudget)
 	mgr, err := manager.New(manager.Config{
-		Session:       newSessionID(),
+		Session:       session,
 		StopTimeout:   &stopTimeout,
 		InheritStdout: hostOut,
 		InheritStderr: hostErr,
@@ -144,6 +156,11 @@ func run() int {
 		return fail(err)
 	}
 	defer startWatchdog(mgr, c, log)()
+	litterRoot := "" // the system's temporary directory
+	if c.tempDir != "" {
+		litterRoot = filepath.Dir(c.tempDir)
+	}
+	go manager.SweepLitter(session, litterRoot, log)
 	shutdownReplied := make(chan struct{})
 	api.Register(srv, mgr, api.Options{
 		Version:    version,

@@ -24,6 +24,7 @@ func watchdogMain(args []string) int {
 	fs.Uint64Var(&cfg.SidecarStart, "sidecar-start", 0, "the sidecar's start time, to tell a recycled pid apart")
 	fs.BoolVar(&cfg.SidecarLeadsSession, "sidecar-leads-session", false, "the sidecar leads its own session: its members are the tools'")
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "the session cgroup")
+	fs.StringVar(&cfg.TempDir, "temp-dir", "", "the session's temporary directory, removed after the sweep")
 	fs.StringVar(&logFile, "log-file", "", "append logs to this file instead of stderr")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -44,6 +45,9 @@ func startWatchdog(mgr *manager.Manager, c config, log *slog.Logger) func() {
 	args := []string{"--log-level", c.logLevel}
 	if c.logFile != "" {
 		args = append(args, "--log-file", c.logFile)
+	}
+	if c.tempDir != "" {
+		args = append(args, "--temp-dir", c.tempDir)
 	}
 	if err := mgr.StartWatchdog("", args...); err != nil {
 		log.Warn("no session watchdog: descendants of tools may outlive a SIGKILLed sidecar", "err", err)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -121,6 +122,13 @@ func (s *service) create(ctx context.Context, p createParams) (processInfo, erro
 	}
 	if p.Stderr != nil {
 		spec.Stderr = p.Stderr.o
+	}
+	// A relative capture file is taken from the tool's cwd, like every
+	// other path of a create (the manager opens it in the sidecar's).
+	for _, o := range []*manager.Output{&spec.Stdout, &spec.Stderr} {
+		if f := o.Capture.File; f != "" && !filepath.IsAbs(f) && spec.Dir != "" {
+			o.Capture.File = filepath.Join(spec.Dir, f)
+		}
 	}
 	if p.StopSignal != nil {
 		spec.StopSignal = p.StopSignal.sig

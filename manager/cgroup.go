@@ -34,6 +34,9 @@ type cgroupSet struct {
 	mu     sync.Mutex
 	made   bool // the session directory exists
 	closed bool
+	// held keeps the session directory open while it exists: a starting
+	// sidecar's litter sweep (litter.go) sees it and leaves it alone.
+	held *os.File
 }
 
 // spareCgroups is how many tool cgroups wait ready.
@@ -94,6 +97,7 @@ func (s *cgroupSet) mkdir() (string, error) {
 			return "", err
 		}
 		s.made = true
+		s.held, _ = os.Open(s.dir) // close-on-exec: no tool inherits it
 	}
 	dir := filepath.Join(s.dir, "tool-"+strconv.FormatInt(s.next.Add(1), 10))
 	return dir, os.Mkdir(dir, 0o755)
@@ -116,6 +120,10 @@ func (s *cgroupSet) refill(n int) {
 func (s *cgroupSet) remove() error {
 	s.mu.Lock()
 	s.closed = true
+	if s.held != nil {
+		s.held.Close()
+		s.held = nil
+	}
 	s.mu.Unlock()
 	return removeCgroupTree(s.dir)
 }

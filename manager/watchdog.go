@@ -32,11 +32,14 @@ import (
 //
 // It keeps no state per tool: it knows the session id, the sidecar's pid and
 // the session cgroup, and while idle it is blocked in read(2) and poll(2).
-// When it wakes it kills, round after round until none remain (at most
+// When it wakes it sends SIGTERM to every process of the session and waits up
+// to watchdogGrace for them to go (a tool may remove its sockets and temporary
+// files), then kills, round after round until none remain (at most
 // killWait): every process of the session cgroup tree, every process whose
 // environment carries PROCMGR_SESSION=<session>, and — when the sidecar leads
 // its own session, as the clients start it — every process of that session.
-// Then it removes the session cgroup and exits.
+// Then it removes the session cgroup and the session's temporary directory
+// (litter.go), and exits.
 //
 // Wake-ups: EOF on stdin (the sidecar is gone, or closed the pipe); a quit
 // byte on stdin (the sidecar exits normally and asks for a last sweep); the
@@ -217,8 +220,16 @@ type WatchdogConfig struct {
 	// every other member of that session is a tool or a tool's descendant.
 	SidecarLeadsSession bool
 	Cgroup              string // the session cgroup, "" without cgroup mode
-	Logger              *slog.Logger
+	// TempDir is the session's temporary directory (litter.go), removed
+	// after the sweep; "" when the host asked for none.
+	TempDir string
+	Logger  *slog.Logger
 }
+
+// watchdogGrace is how long the watchdog gives the session's processes
+// between the stop signal and SIGKILL: long enough to remove a socket or a
+// temporary file, short enough that a dead sidecar's tools do not linger.
+const watchdogGrace = time.Second
 
 // RunWatchdog is the body of `procmgr --watchdog`: it waits for the sidecar
 // to end, sweeps the session and returns the exit code.
@@ -237,14 +248,25 @@ func RunWatchdog(cfg WatchdogConfig, stdin *os.File) int {
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	deathSig := make(chan os.Signal, 1)
 	signal.Notify(deathSig, watchdogDeathSignal)
+	if cfg.TempDir != "" {
+		if err := recordWatchdog(cfg.TempDir); err != nil {
+			log.Warn("cannot record the watchdog in the session's temporary directory", "err", err)
+		}
+	}
 
 	s := newSweeper(cfg, log)
 	reason := s.await(stdin, deathSig)
 	log.Debug("sweeping the session", "reason", reason)
 	start := time.Now()
+	termed := s.terminate(watchdogGrace)
 	killed, left := s.sweep()
 	if cfg.Cgroup != "" {
 		removeCgroupTree(cfg.Cgroup)
+	}
+	if cfg.TempDir != "" {
+		if err := RemoveTempDir(cfg.TempDir, cfg.Session); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("session temporary directory not removed", "dir", cfg.TempDir, "err", err)
+		}
 	}
 	switch {
 	case len(left) > 0:
@@ -252,7 +274,10 @@ func RunWatchdog(cfg WatchdogConfig, stdin *os.File) int {
 		return 1
 	case killed > 0:
 		log.Info("sidecar gone: killed what was left of the session", "reason", reason,
-			"killed", killed, "took", time.Since(start).Round(time.Millisecond))
+			"terminated", termed, "killed", killed, "took", time.Since(start).Round(time.Millisecond))
+	case termed > 0:
+		log.Info("sidecar gone: stopped what was left of the session", "reason", reason,
+			"terminated", termed, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return 0
 }
@@ -321,6 +346,36 @@ func (s *sweeper) await(stdin *os.File, deathSig <-chan os.Signal) string {
 	}
 }
 
+// terminate sends SIGTERM to every process of the session once, then waits
+// up to grace for them to go, so that a tool can remove its sockets and
+// temporary files; sweep SIGKILLs whatever is left. (Per-tool stop signals
+// are the sidecar's to know; the watchdog keeps no state per tool.) It
+// returns how many processes it signalled. Tools the sidecar started itself
+// are usually gone already: their parent-death signal is SIGKILL.
+func (s *sweeper) terminate(grace time.Duration) int {
+	deadline := time.Now().Add(grace)
+	termed := s.signalAll(unix.SIGTERM)
+	if len(termed) == 0 {
+		return 0
+	}
+	pause := time.Millisecond
+	for time.Now().Before(deadline) {
+		alive := false
+		for _, k := range termed {
+			if e, ok := host.process(k.pid); ok && e.start == k.start && !e.zombie {
+				alive = true
+				break
+			}
+		}
+		if !alive {
+			break
+		}
+		time.Sleep(min(pause, time.Until(deadline)))
+		pause = min(pause*2, 20*time.Millisecond)
+	}
+	return len(termed)
+}
+
 // sweep kills the session round after round until a round finds nothing and
 // leaves no environment to read again, or killWait passes. It returns how
 // many processes it signalled and the pids still there at the end.
@@ -353,10 +408,59 @@ func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending 
 		KillCgroupTree(s.cfg.Cgroup)
 		found = append(found, cgroupTreePids(s.cfg.Cgroup)...)
 	}
-	entries, err := host.processes()
+	members, pending, err := s.members(unreadable)
 	if err != nil {
 		s.log.Warn("cannot list processes", "err", err)
 		return found, true
+	}
+	for _, e := range members {
+		if err := unix.Kill(e.pid, unix.SIGKILL); err == nil {
+			found = append(found, e.pid)
+		}
+	}
+	return found, pending
+}
+
+// signalAll sends sig once to every live process of the session (cgroup
+// tree, marks, sidecar's session) and returns those it reached.
+func (s *sweeper) signalAll(sig unix.Signal) []procKey {
+	var reached []procKey
+	seen := map[int]bool{}
+	send := func(pid int) {
+		if seen[pid] || pid <= 1 || pid == s.self || pid == s.cfg.SidecarPid {
+			return
+		}
+		seen[pid] = true
+		e, ok := host.process(pid)
+		if !ok || e.zombie {
+			return
+		}
+		if unix.Kill(pid, sig) == nil {
+			reached = append(reached, procKey{pid, e.start})
+		}
+	}
+	if s.cfg.Cgroup != "" {
+		for _, pid := range cgroupTreePids(s.cfg.Cgroup) {
+			send(pid)
+		}
+	}
+	members, _, err := s.members(map[procKey]time.Time{})
+	if err != nil {
+		s.log.Warn("cannot list processes", "err", err)
+	}
+	for _, e := range members {
+		send(e.pid)
+	}
+	return reached
+}
+
+// members lists the live processes of the session found through their marks
+// or the sidecar's session, and whether some environment must be read again
+// (see envSettle).
+func (s *sweeper) members(unreadable map[procKey]time.Time) (out []procEntry, pending bool, err error) {
+	entries, err := host.processes()
+	if err != nil {
+		return nil, true, err
 	}
 	bySid := s.cfg.SidecarLeadsSession
 	for _, e := range entries {
@@ -383,12 +487,10 @@ func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending 
 			continue
 		}
 		if ours {
-			if err := unix.Kill(e.pid, unix.SIGKILL); err == nil {
-				found = append(found, e.pid)
-			}
+			out = append(out, e)
 		}
 	}
-	return found, pending
+	return out, pending, nil
 }
 
 // member reports whether pid belongs to the session: it carries its mark, or

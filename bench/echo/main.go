@@ -31,6 +31,7 @@ func main() {
 	flag.Int("stdout-fd", -1, "ignored")
 	flag.Int("stderr-fd", -1, "ignored")
 	flag.String("log-file", "", "ignored")
+	flag.String("temp-dir", "", "ignored")
 	flag.String("log-level", "", "ignored")
 	flag.String("framing", "line", "ignored (always line)")
 	flag.Float64("stop-timeout", 0, "ignored")

@@ -8,6 +8,7 @@ import builtins
 import logging
 import os
 import re
+import shlex
 import signal as _signal
 import subprocess
 import threading
@@ -15,9 +16,10 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._errors import NoSuchTagError, ProcMgrError, ProcMgrTimeoutError, SidecarError
+from ._errors import NoSuchTagError, ProcMgrError, ProcMgrTimeoutError, SidecarError, SpawnError
 from ._info import ProcessInfo, output_option, signal_number
-from ._options import MAX_SECONDS, Ready, Restart, ready_params, restart_params
+from ._options import Ready, Restart, ready_params, restart_params
+from ._seconds import MAX_SECONDS, seconds
 from ._output import STREAMS, OutputChunk, OutputStream, wait_for_output
 from . import _stats
 from ._transport import REPLY_MARGIN, Sidecar, find_binary
@@ -308,6 +310,9 @@ class ProcessManager:
     ``procmgr`` on PATH.  ``stop_timeout``: default seconds between the stop
     signal and SIGKILL for every tool (the sidecar's own default is 3 s).
     ``log_level``: the sidecar's log level (debug, info, warn, error).
+    ``log_file``: append the sidecar's log to this file, which is kept; by
+    default the log lives in the session's temporary directory, which is
+    removed when the session ends (however the host ends).
 
     The sidecar starts when the manager is created.  Use it as a context
     manager, or call ``shutdown()``; managers still running when the
@@ -325,13 +330,15 @@ class ProcessManager:
         *,
         stop_timeout: Optional[float] = None,
         log_level: Optional[str] = None,
+        log_file: Optional[PathLike] = None,
         _lazy: bool = False,
     ) -> None:
         if stop_timeout is not None:
-            _check_seconds(stop_timeout, "stop_timeout")
+            _check_seconds(stop_timeout, "stop_timeout", sent=True)
         self._binary_arg = binary
         self._stop_timeout = stop_timeout
         self._log_level = log_level
+        self._log_file = None if log_file is None else _str_path(log_file, "log_file")
         self._is_default = _lazy
         self._callbacks: List[ExitCallback] = []
         self._state_callbacks: List[StateCallback] = []
@@ -398,6 +405,7 @@ class ProcessManager:
                     binary,
                     stop_timeout=self._stop_timeout,
                     log_level=self._log_level,
+                    log_file=self._log_file,
                     on_notification=_notification_handler(self),
                 )
             return self._sidecar
@@ -481,11 +489,15 @@ class ProcessManager:
         (and, with ``ready``, once it is ready).
 
         ``argv``: a list (argv[0] without a slash is looked up in PATH), or a
-        str naming a single executable (no shell).  ``output``: an
+        str naming a single executable (no shell): ``"sleep 60"`` is refused
+        with a hint to pass ``["sleep", "60"]``.  ``output``: an
         output_option, or a file path that receives both stdout and stderr
         (appended); ``output_option.PIPE`` captures stdout and stderr in the
-        sidecar (see ``Process.read_output``).  ``cwd``: default the host's
-        current directory.  ``env``: extra variables merged over the host's
+        sidecar (see ``Process.read_output``); a str such as ``"PIPE"`` is
+        refused (ValueError: pass the output_option; ``"./PIPE"`` names a
+        file).  ``cwd``: default the host's current directory.  Relative
+        paths (``output``, ``capture_file``, ``Ready.path``) are taken from
+        the tool's cwd.  ``env``: extra variables merged over the host's
         *current* os.environ (a value of None removes a variable) -- unlike
         subprocess, where env replaces the environment; with ``clear_env``
         the tool gets only ``env`` (plus PROCMGR_TAG and PROCMGR_SESSION).
@@ -508,22 +520,22 @@ class ProcessManager:
 
         Raises TagInUseError if the tag is in use and SpawnError (with the OS
         reason) if the tool cannot start; CASA printed and returned None.
+        Interrupted while it waits (KeyboardInterrupt during a readiness
+        wait), ``create`` stops the tool and frees the tag before the
+        interruption propagates: a retry with the same tag works.
         """
         if not isinstance(tag, str) or not tag:
             raise ValueError("tag must be a non-empty str, not %r" % (tag,))
-        if isinstance(argv, (str, bytes)) or hasattr(argv, "__fspath__"):
-            args = [_str_path(argv, "argv")]
-        else:
-            args = [_str_path(a, "argv item") for a in argv]
-        if not args:
-            raise ValueError("argv must not be empty")
+        args = _argv_list(argv)
+        if stop_timeout is not None:
+            _check_seconds(stop_timeout, "stop_timeout", sent=True)
         sc = self._connection()
         params: Dict[str, Any] = {"tag": tag, "argv": args}
         capture = _capture_options(
             output, capture_size, capture_file, capture_file_max_bytes, capture_file_backups
         )
         params.update(_output_params(output, sc.features, capture))
-        params["cwd"] = _str_path(cwd, "cwd") if cwd is not None else os.getcwd()
+        params["cwd"] = os.path.abspath(_str_path(cwd, "cwd")) if cwd is not None else os.getcwd()
         if stdin is not None and stdin is not output_option.DISCARD and stdin != "null":
             if stdin is output_option.PIPE or stdin == "pipe" or stdin is True:
                 _require(sc.features, "stdin", "a stdin pipe (stdin=output_option.PIPE)")
@@ -566,9 +578,28 @@ class ProcessManager:
             if delta:
                 params["env"] = delta
         if stop_timeout is not None:
-            _check_seconds(stop_timeout, "stop_timeout")
             params["stop_timeout"] = stop_timeout
-        result = sc.call("create", params, reply_wait)
+        try:
+            # Interrupted while the sidecar still creates (KeyboardInterrupt
+            # during a readiness wait): stop the tool and free the tag first.
+            result = sc.call(
+                "create", params, reply_wait,
+                on_abandon=lambda: self._abort_create(sc, tag, stop_timeout),
+            )
+        except SpawnError as exc:
+            text = exc.message.lower()
+            if (
+                isinstance(argv, str)
+                and len(argv.split()) > 1
+                and argv in exc.message
+                and ("not found" in text or "no such file" in text)
+            ):
+                raise SpawnError(
+                    "%s; a str argv names one executable (no shell): pass a list, e.g. %r"
+                    % (exc.message, _split_hint(argv)),
+                    code=exc.code, data=exc.data, tag=exc.tag,
+                ) from None
+            raise
         info = ProcessInfo.from_json(result)
         if stop_timeout is not None:
             with self._reg_lock:
@@ -576,6 +607,53 @@ class ProcessManager:
         proc = self._adopt(info, register=True)
         proc._restart = restart_spec
         return proc
+
+    def _abort_create(self, sc: Sidecar, tag: str, stop_timeout: Optional[float]) -> None:
+        """Stop ``tag``, whose create the caller gave up, waiting a bounded time.
+
+        The sidecar ends a readiness wait at once when its tag is stopped (the
+        abandoned create then answers -32005); whatever fails here is logged,
+        never raised over the interruption that brought us here.
+        """
+        params: Dict[str, Any] = {"tag": tag}
+        if stop_timeout is not None:
+            params["timeout"] = stop_timeout
+        grace = stop_timeout if stop_timeout is not None else self._stop_grace(tag)
+        try:
+            sc.call("stop", params, grace + REPLY_MARGIN)
+        except NoSuchTagError:
+            pass  # the create had failed, or finished and was stopped already
+        except Exception as exc:
+            logger.warning("procmgr: stopping %r after its create was interrupted: %s", tag, exc)
+
+    def stop(self, tag: str, timeout: Optional[float] = None) -> Optional[int]:
+        """Stop the tool of ``tag`` (as ``Process.stop``) and return its returncode.
+
+        Raises NoSuchTagError if the tag is not in use.
+        """
+        if not isinstance(tag, str) or not tag:
+            raise ValueError("tag must be a non-empty str, not %r" % (tag,))
+        params: Dict[str, Any] = {"tag": tag}
+        if timeout is not None:
+            _check_seconds(timeout, "timeout", sent=True)
+            params["timeout"] = timeout
+        grace = timeout if timeout is not None else self._stop_grace(tag)
+        try:
+            result = self._call("stop", params, grace + REPLY_MARGIN)
+        except NoSuchTagError:
+            with self._reg_lock:
+                cur = self._current.get(tag)
+            if cur is not None:
+                self._release(cur)  # whatever we knew of the tag is stale
+            raise
+        info = ProcessInfo.from_json(result)
+        with self._reg_lock:
+            cur = self._current.get(tag)
+        if cur is not None:
+            if cur._owns(info):
+                cur._update(info)
+            self._release(cur)
+        return info.returncode
 
     def running(self, tag: str) -> bool:
         """True while ``tag`` is in use: from create until stop, even after the tool crashed."""
@@ -664,7 +742,7 @@ class ProcessManager:
         In a forked child it does nothing (the parent's sidecar is not ours).
         """
         if timeout is not None:
-            _check_seconds(timeout, "timeout")
+            _check_seconds(timeout, "timeout", sent=True)
         if os.getpid() != self._owner_pid or self._foreign_pid is not None:
             return 0
         with self._start_lock:
@@ -813,7 +891,7 @@ class ProcessManager:
         self._check(proc)
         params: Dict[str, Any] = {"tag": proc.tag}
         if timeout is not None:
-            _check_seconds(timeout, "timeout")
+            _check_seconds(timeout, "timeout", sent=True)
             params["timeout"] = timeout
         grace = timeout if timeout is not None else self._stop_grace(proc.tag)
         try:
@@ -893,9 +971,8 @@ class ProcessManager:
             if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
                 raise ValueError("max_bytes must be a positive int, not %r" % (max_bytes,))
             params["max_bytes"] = min(max_bytes, MAX_READ_BYTES)
-        if wait:
-            _check_seconds(wait, "wait")
-            params["wait"] = min(float(wait), MAX_SECONDS)
+        if wait is not None:
+            params["wait"] = min(_check_seconds(wait, "wait"), MAX_SECONDS)
         if encoding != "text":
             params["encoding"] = "base64"
         self._check(proc)
@@ -1145,9 +1222,9 @@ def _capture_options(
         if isinstance(file, tuple):
             if len(file) != 2:
                 raise ValueError("capture_file as a tuple must be (stdout_path, stderr_path)")
-            paths = [None if f is None else os.path.abspath(_str_path(f, "capture_file")) for f in file]
+            paths = [None if f is None else _str_path(f, "capture_file") for f in file]
         else:
-            base = os.path.abspath(_str_path(file, "capture_file"))
+            base = _str_path(file, "capture_file")
             paths = [base, base + ".stderr"]
     out: Dict[str, Dict[str, Any]] = {}
     for stream, path in zip(STREAMS, paths):
@@ -1186,10 +1263,44 @@ def _output_params(
             "output capture is not supported by this sidecar yet (output_option.PIPE); "
             "use output_option.STDOUT, output_option.DISCARD, or a file path"
         )
+    if isinstance(output, str):
+        for opt in output_option:
+            if output.lower() in (opt.name.lower(), opt.value.lower()):
+                raise ValueError(
+                    "output=%r is a str, which names a file; for %s pass "
+                    "output=output_option.%s (a file of that name: %r)"
+                    % (output, opt.name.lower(), opt.name, "./" + output)
+                )
     if isinstance(output, (str, bytes)) or hasattr(output, "__fspath__"):
-        path = os.path.abspath(_str_path(output, "output"))
+        # A relative path is the sidecar's to resolve, against the tool's cwd.
+        path = _str_path(output, "output")
         return {"stdout": {"file": path, "append": True}, "stderr": "stdout"}
     raise TypeError("output must be an output_option or a file path, not %r" % (output,))
+
+
+def _argv_list(argv: Any) -> List[str]:
+    """create's argv as a list of str; a mistake names the item at fault."""
+    if isinstance(argv, (str, bytes)) or hasattr(argv, "__fspath__"):
+        return [_str_path(argv, "argv")]
+    if not isinstance(argv, (builtins.list, tuple)) and not hasattr(argv, "__iter__"):
+        raise TypeError("argv must be a list of str, not %s" % type(argv).__name__)
+    args = []
+    for i, a in enumerate(argv):
+        if not isinstance(a, (str, bytes)) and not hasattr(a, "__fspath__"):
+            raise TypeError(
+                "argv[%d] must be a str (or a path), not %s: %r" % (i, type(a).__name__, a)
+            )
+        args.append(_str_path(a, "argv[%d]" % i))
+    if not args:
+        raise ValueError("argv must not be empty")
+    return args
+
+
+def _split_hint(argv: str) -> List[str]:
+    try:
+        return shlex.split(argv)
+    except ValueError:
+        return argv.split()
 
 
 def _str_path(value: Any, what: str) -> str:
@@ -1201,9 +1312,9 @@ def _str_path(value: Any, what: str) -> str:
     return value
 
 
-def _check_seconds(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError("%s must be a non-negative number of seconds, not %r" % (what, value))
+def _check_seconds(value: Any, what: str, sent: bool = False) -> float:
+    """See _seconds.py; ``sent``: the value goes to the sidecar (at most MAX_SECONDS)."""
+    return seconds(value, what, MAX_SECONDS if sent else None)
 
 
 # -- fork and exit ------------------------------------------------------------------

@@ -6,34 +6,25 @@ also takes the protocol's own dicts (and a plain policy name for ``restart``).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
+from ._seconds import MAX_SECONDS, seconds
+
 __all__ = ["Ready", "Restart", "ready_params", "restart_params", "DEFAULT_READY_TIMEOUT"]
 
 #: The sidecar's readiness timeout when none is given.
 DEFAULT_READY_TIMEOUT = 10.0
-#: The longest duration the protocol accepts (seconds).
-MAX_SECONDS = 86400.0
 
 _POLICIES = ("never", "on-failure", "always")
 
 
-def _seconds(value: Any, what: str, allow_none: bool = True) -> Optional[float]:
-    if value is None and allow_none:
+def _seconds(value: Any, what: str) -> Optional[float]:
+    if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or math.isnan(value)
-        or value < 0
-        or value > MAX_SECONDS
-    ):
-        raise ValueError("%s must be a number of seconds from 0 to %d, not %r" % (what, MAX_SECONDS, value))
-    return float(value)
+    return seconds(value, what, MAX_SECONDS)
 
 
 def _pattern_text(pattern: Any) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
 
 from ._errors import NoSuchTagError, OutputEndedError, ProcMgrTimeoutError
+from ._seconds import seconds
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._manager import Process
@@ -87,6 +88,15 @@ class OutputStream(io.TextIOBase):
         self.offset: Optional[int] = None
         self.overflow = False
         self.timeout = timeout
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """Seconds one read may block (None: no limit; 0: look once)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        self._timeout = None if value is None else seconds(value, "timeout")
 
     # -- io.TextIOBase ---------------------------------------------------------
 
@@ -170,18 +180,20 @@ class OutputStream(io.TextIOBase):
 
     def _fill(self, deadline: Optional[float], wait: bool = True) -> bool:
         """Fetch more text; False at EOF (nothing more until a restart)."""
+        looked = False  # a timeout of 0 still looks once
         while True:
             if not wait:
                 slice_ = 0.0
             elif deadline is None:
                 slice_ = POLL_SLICE
             else:
-                slice_ = min(POLL_SLICE, deadline - time.monotonic())
-                if slice_ <= 0:
+                slice_ = max(0.0, min(POLL_SLICE, deadline - time.monotonic()))
+                if slice_ <= 0 and looked:
                     raise ProcMgrTimeoutError(
                         "no more %s from %r within %s s" % (self._stream, self._process.tag, self.timeout),
                         tag=self._process.tag,
                     )
+            looked = True
             chunk = self._process.read_output(
                 self._stream, offset=self.offset, max_bytes=READ_CHUNK, wait=slice_
             )
@@ -256,13 +268,15 @@ def wait_for_output(
         )
 
     eof_pid = None  # the run whose EOF we saw last
+    looked = False  # a timeout of 0 still looks once
     while True:
         left = remaining()
-        if left <= 0:
+        if left <= 0 and looked:
             raise timed_out()
+        looked = True
         seq0 = manager._tag_event_seq(tag)
         try:
-            chunk = process.read_output(stream, offset=cursor, wait=left)
+            chunk = process.read_output(stream, offset=cursor, wait=max(0.0, left))
         except NoSuchTagError as exc:
             raise ended("the tool was stopped (its tag was released)", process._info.returncode) from exc
         cursor = chunk.offset

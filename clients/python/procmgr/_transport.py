@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ._errors import ProcMgrError, SidecarError, error_from_rpc
+from ._seconds import MAX_SECONDS, seconds
 
 __all__ = ["Sidecar", "find_binary", "PROTOCOL_VERSION"]
 
@@ -155,6 +156,7 @@ class Sidecar:
         *,
         stop_timeout: Optional[float] = None,
         log_level: Optional[str] = None,
+        log_file: Optional[str] = None,
         on_notification: Optional[Callable[["Sidecar", str, Any], None]] = None,
     ) -> None:
         self.binary = binary
@@ -174,15 +176,22 @@ class Sidecar:
         )
         self.hello: Dict[str, Any] = {}
 
+        # The session's temporary directory: the sidecar claims it (--temp-dir)
+        # and it goes when the session ends, however the host died -- the
+        # sidecar removes it on its way out, its watchdog after a SIGKILL. Only
+        # a log the user asked for (log_file) is kept.
         self.tmpdir = tempfile.mkdtemp(prefix="procmgr-")
-        self.log_path = os.path.join(self.tmpdir, "sidecar.log")
+        if log_file is not None:
+            self.log_path = os.path.abspath(log_file)
+        else:
+            self.log_path = os.path.join(self.tmpdir, "sidecar.log")
         self.stderr_path = os.path.join(self.tmpdir, "sidecar.stderr")
 
         args = [binary, "--parent-pid", str(os.getpid())]
         out_fd = _dup_or_devnull(1)
         err_fd = _dup_or_devnull(2)
         args += ["--stdout-fd", str(out_fd), "--stderr-fd", str(err_fd)]
-        args += ["--log-file", self.log_path, "--framing", "line"]
+        args += ["--log-file", self.log_path, "--temp-dir", self.tmpdir, "--framing", "line"]
         if log_level is not None:
             args += ["--log-level", str(log_level)]
         if stop_timeout is not None:
@@ -246,8 +255,21 @@ class Sidecar:
     def alive(self) -> bool:
         return self._dead is None
 
-    def call(self, method: str, params: Dict[str, Any], timeout: Optional[float] = None) -> Any:
-        """Send one request and wait (at most ``timeout`` seconds) for its reply."""
+    def call(
+        self,
+        method: str,
+        params: Dict[str, Any],
+        timeout: Optional[float] = None,
+        on_abandon: Optional[Callable[[], None]] = None,
+    ) -> Any:
+        """Send one request and wait (at most ``timeout`` seconds) for its reply.
+
+        ``on_abandon`` runs when the request went out but its caller will not
+        get the reply (KeyboardInterrupt or another BaseException while
+        waiting, or the reply timeout): before that propagates, so the caller
+        can undo what the request did or may still do.  It never runs for a
+        request that was not sent, nor for one answered with an error.
+        """
         if timeout is None:
             timeout = DEFAULT_CALL_TIMEOUT
         pending = _Pending(method)
@@ -256,30 +278,44 @@ class Sidecar:
                 raise SidecarError(self._dead)
             req_id = next(self._ids)
             self._pending[req_id] = pending
-        line = (
-            json.dumps(
-                {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params},
-                separators=(",", ":"),
-            ).encode("ascii")
-            + b"\n"
-        )
         deadline = time.monotonic() + timeout
         try:
-            self._write(line, deadline)
+            line = (
+                json.dumps(
+                    {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params},
+                    separators=(",", ":"),
+                    allow_nan=False,  # a backstop: durations are checked before (_seconds.py)
+                ).encode("ascii")
+                + b"\n"
+            )
+            interrupted = self._write(line, deadline)
         except BaseException:
             with self._lock:
                 self._pending.pop(req_id, None)
             raise
         try:
+            if interrupted is not None:
+                raise interrupted  # it came after the line went out: the request is sent
             answered = pending.wait(deadline - time.monotonic())
         except BaseException:  # KeyboardInterrupt while waiting: give the call up
-            self._give_up(req_id)
+            arrived = self._give_up(req_id)
+            if arrived:
+                pending.wait(1.0)  # the reader took it: let it finish filling it in
+            # A reply that came in as we were interrupted is lost to the
+            # caller too: a success must be undone as well (an error, such
+            # as "tag in use", did nothing to undo).
+            if on_abandon is not None and (not arrived or pending.error is None):
+                on_abandon()
             raise
-        if not answered and not self._give_up(req_id):
-            raise SidecarError(
-                "procmgr sidecar (pid %d) did not answer %s within %.1f s; log: %s"
-                % (self.pid, method, timeout, self.log_path)
-            )
+        if not answered:
+            if not self._give_up(req_id):
+                if on_abandon is not None:
+                    on_abandon()
+                raise SidecarError(
+                    "procmgr sidecar (pid %d) did not answer %s within %.1f s; log: %s"
+                    % (self.pid, method, timeout, self.log_path)
+                )
+            pending.wait(1.0)  # it arrived just now: let the reader finish filling it in
         if pending.error is not None:
             raise pending.error
         return pending.result
@@ -292,12 +328,13 @@ class Sidecar:
             self._given_up.add(req_id)
             return False
 
-    def _write(self, data: bytes, deadline: float) -> None:
+    def _write(self, data: bytes, deadline: float) -> Optional[BaseException]:
         """Write one whole message, or raise SidecarError.
 
         A KeyboardInterrupt after part of the line went out would leave half a
         message in the pipe and garble the next one, so the rest is written
-        first and the interrupt re-raised afterwards.
+        first and the interrupt returned, for the caller to raise once it has
+        noted that the message was sent.
         """
         view = memoryview(data)
         interrupted: Optional[BaseException] = None
@@ -330,8 +367,7 @@ class Sidecar:
                     if len(view) == len(data):
                         raise  # nothing written yet: just give up
                     interrupted = exc
-        if interrupted is not None:
-            raise interrupted
+        return interrupted
 
     def _wait_dead(self, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -571,6 +607,5 @@ class Sidecar:
 
 
 def _seconds(value: float) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError("a timeout must be a non-negative number of seconds, not %r" % (value,))
-    return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
+    f = seconds(value, "stop_timeout", MAX_SECONDS)
+    return repr(f) if not f.is_integer() else str(int(f))
