@@ -139,6 +139,8 @@ func run() int {
 		Version:    version,
 		Features:   features(mgr),
 		OnShutdown: func() { close(shutdownReplied) },
+
+		CgroupOffReason: cgroupOffReason(c.noCgroup, mgr.CgroupDir() != ""), // main_cgroup.go
 	})
 	// Only stdin is closed when the input ends: replies to calls in progress
 	// and the last notifications still go out on stdout (see Drain below).
