@@ -23,7 +23,7 @@ import unittest
 import zipfile
 
 from . import support
-from .test_packaging import clean_env, elf_interpreter
+from .test_packaging import clean_env, elf_interpreter, fresh_venv_install
 
 import procmgr
 
@@ -110,14 +110,8 @@ class MakeWheelsTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             venv = os.path.join(d, "venv")
             py = os.path.join(venv, "bin", "python")
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=300)
-            # No index and an empty module proxy: the vendored module is all there is.
-            env = clean_env(GO=go, GOPROXY="off")
-            proc = subprocess.run(
-                [sys.executable, "-m", "pip", "--python", py, "install", "--no-index",
-                 "--no-build-isolation", "--no-cache-dir", "--disable-pip-version-check", sdist],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=3600,
-            )
+            # No index and the module proxy off: the vendored module is all there is.
+            proc = fresh_venv_install(venv, sdist, clean_env(GO=go, GOPROXY="off"))
             self.assertEqual(proc.returncode, 0, proc.stdout.decode())
             proc = subprocess.run([py, "-m", "procmgr", "--json"], cwd=d, env=clean_env(),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)

@@ -50,6 +50,28 @@ def clean_env(**extra) -> dict:
     return env
 
 
+def pip_has_python_option() -> bool:
+    """Whether this interpreter's pip can install into another one (--python, pip 22.3+)."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "--version"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, timeout=120)
+    m = re.match(rb"pip (\d+)\.(\d+)", proc.stdout)
+    return proc.returncode == 0 and m is not None and (int(m.group(1)), int(m.group(2))) >= (22, 3)
+
+
+def fresh_venv_install(venv: str, what: str, env: dict) -> subprocess.CompletedProcess:
+    """Make a fresh venv and pip-install `what` into it offline (--no-index)."""
+    args = ["install", "--no-index", "--no-build-isolation", "--no-cache-dir",
+            "--disable-pip-version-check", what]
+    py = os.path.join(venv, "bin", "python")
+    if pip_has_python_option():  # quicker: no pip copied into the venv
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=300)
+        argv = [sys.executable, "-m", "pip", "--python", py] + args
+    else:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
+        argv = [py, "-m", "pip"] + args
+    return subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=3600)
+
+
 def this_machine_tags():
     machine = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[
         os.uname().machine.lower()]
@@ -186,11 +208,7 @@ class WheelTest(support.SidecarTestCase):
             py = os.path.join(venv, "bin", "python")
             run = lambda argv, **kw: subprocess.run(  # noqa: E731
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300, **kw)
-            proc = run([sys.executable, "-m", "venv", "--without-pip", venv])
-            self.assertEqual(proc.returncode, 0, proc.stdout.decode())
-            # This interpreter's pip installs into the venv: no index, no network.
-            proc = run([sys.executable, "-m", "pip", "--python", py, "install", "--no-index",
-                        "--no-cache-dir", "--disable-pip-version-check", self.wheel], env=clean_env())
+            proc = fresh_venv_install(venv, self.wheel, clean_env())
             self.assertEqual(proc.returncode, 0, proc.stdout.decode())
 
             neutral = os.path.join(d, "elsewhere")
