@@ -271,7 +271,8 @@ def build_sidecar(target: str, out_path: str):
 
 def _wheel_file(tags) -> str:
     lines = "".join("Tag: py3-none-%s\n" % t for t in tags)
-    return "Wheel-Version: 1.0\nGenerator: procmgr_build\nRoot-Is-Purelib: false\n" + lines
+    purelib = "true" if tags == ["any"] else "false"  # a wheel with a binary is platlib
+    return "Wheel-Version: 1.0\nGenerator: procmgr_build\nRoot-Is-Purelib: %s\n%s" % (purelib, lines)
 
 
 def _date():
