@@ -4,6 +4,7 @@ BIN     := bin/procmgr
 PYENV   := PYTHONPATH=$(CURDIR)/clients/python PROCMGR_BIN=$(CURDIR)/$(BIN)
 
 .PHONY: all build demo test test-go test-python lint bench bench-smoke chaos clean
+.PHONY: wheel wheels test-wheels
 
 all: build
 
@@ -43,5 +44,25 @@ bench: build
 bench-smoke: build
 	$(PYENV) python3 bench/run.py --smoke
 
+# A wheel for this machine in dist/ with the sidecar inside (issue 10); then
+# `pip install dist/procmgr-*.whl` needs nothing else, not even Go.
+BUILDPY := python3 clients/python/build_backend/procmgr_build.py
+WHEEL_TARGETS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+
+wheel:
+	rm -f dist/procmgr-*
+	GO=$(GO) $(BUILDPY) wheel --out dist
+
+# Wheels for Linux and macOS on x86_64 and arm64, and an sdist (Go vendored).
+wheels:
+	rm -f dist/procmgr-*
+	GO=$(GO) $(BUILDPY) wheel --out dist $(WHEEL_TARGETS:%=--target %)
+	GO=$(GO) $(BUILDPY) sdist --out dist
+
+# What `make wheels` makes: each wheel's tags and its sidecar's header bytes,
+# and the sdist installing offline (CI runs this; cross-builds take a while cold).
+test-wheels: build
+	$(PYENV) python3 -m unittest discover -s clients/python/tests -t clients/python -p check_wheels.py -v
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -1,8 +1,8 @@
 module procmgr
 
-go 1.26.8
+go 1.22
 
 require (
 	github.com/sourcegraph/jsonrpc2 v0.2.3
-	golang.org/x/sys v0.50.0
+	golang.org/x/sys v0.30.0
 )

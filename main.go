@@ -166,6 +166,8 @@ func run() int {
 		Version:    version,
 		Features:   features(mgr),
 		OnShutdown: func() { close(shutdownReplied) },
+
+		CgroupOffReason: cgroupOffReason(c.noCgroup, mgr.CgroupDir() != ""), // main_cgroup.go
 	})
 	// stdout stays open when the input ends: replies to calls in progress
 	// and the last notifications still go out (see Drain below).

@@ -35,6 +35,9 @@ const maxTimeout = 24 * time.Hour
 type Options struct {
 	Version  string
 	Features []string
+	// CgroupOffReason says why tools get no cgroup of their own, when they
+	// do not (hello's cgroup.reason).
+	CgroupOffReason string
 	// Environ is the environment a tool inherits when inherit_env is true
 	// (os.Environ if nil).
 	Environ func() []string
@@ -107,15 +110,31 @@ type helloResult struct {
 	Session  string   `json:"session"`
 	Features []string `json:"features"`
 	// WatchdogPid is the session watchdog's pid, absent when none runs.
-	WatchdogPid int `json:"watchdog_pid,omitempty"`
+	WatchdogPid int        `json:"watchdog_pid,omitempty"`
+	Cgroup      cgroupMode `json:"cgroup"`
+}
+
+// cgroupMode says whether each tool gets a cgroup v2 of its own: with the
+// session's directory when on, with the reason when off.
+type cgroupMode struct {
+	On     bool   `json:"on"`
+	Dir    string `json:"dir,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 func (s *service) hello(context.Context, struct{}) (helloResult, error) {
 	return helloResult{
 		Name: "procmgr", Version: s.opts.Version, Protocol: Protocol,
 		Pid: os.Getpid(), Session: s.m.Session(), Features: s.opts.Features,
-		WatchdogPid: s.m.WatchdogPid(),
+		WatchdogPid: s.m.WatchdogPid(), Cgroup: s.cgroupMode(),
 	}, nil
+}
+
+func (s *service) cgroupMode() cgroupMode {
+	if dir := s.m.CgroupDir(); dir != "" {
+		return cgroupMode{On: true, Dir: dir}
+	}
+	return cgroupMode{Reason: s.opts.CgroupOffReason}
 }
 
 type tagParams struct {

@@ -63,7 +63,7 @@ var seeds = []string{
 // fuzzServe serves input in framing through a Server and returns what it
 // wrote, once everything was answered.
 func fuzzServe(t *testing.T, framing Framing, input []byte) []byte {
-	log := slog.New(slog.DiscardHandler)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var out bytes.Buffer
 	s := NewServer(log, 64<<10)
 	Handle(s, "echo", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })

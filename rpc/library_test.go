@@ -15,7 +15,7 @@ import (
 // The jsonrpc2 behaviours rpc covers (see doc.go), shown on the library
 // alone, so that a change in a later version is noticed.
 
-var testLog = slog.New(slog.DiscardHandler)
+var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type pipeRWC struct {
 	io.Reader

@@ -67,7 +67,7 @@ func NewStream(r io.Reader, w io.Writer, c StreamConfig) (*Stream, error) {
 		c.Budget = DefaultBudget
 	}
 	if c.Log == nil {
-		c.Log = slog.New(slog.DiscardHandler)
+		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Stream{max: c.MaxMessage, log: c.Log, fd: -1,
 		ended: make(chan struct{}), closed: make(chan struct{})}

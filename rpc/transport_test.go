@@ -53,7 +53,7 @@ func newHarness(t *testing.T, c StreamConfig) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Log = slog.New(slog.DiscardHandler)
+	c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if c.MaxMessage == 0 {
 		c.MaxMessage = 1 << 20
 	}

@@ -71,6 +71,6 @@ __all__ = [
 __version__ = "0.1.0"
 
 #: The default manager (CASA's ``casa_system.procmgr``).  Its sidecar starts on
-#: first use, found through $PROCMGR_BIN or PATH.  In a child made by
+#: first use, found as ProcessManager finds it (_binary.py).  In a child made by
 #: os.fork() it starts a fresh sidecar of the child's own on first use.
 procmgr: ProcessManager = ProcessManager(_lazy=True)

@@ -22,7 +22,8 @@ from ._options import Ready, Restart, ready_params, restart_params
 from ._seconds import MAX_SECONDS, seconds
 from ._output import STREAMS, OutputChunk, OutputStream, wait_for_output
 from . import _stats
-from ._transport import REPLY_MARGIN, Sidecar, find_binary
+from ._binary import find_binary
+from ._transport import REPLY_MARGIN, Sidecar
 
 __all__ = ["ProcessManager", "Process"]
 
@@ -306,8 +307,8 @@ class Process:
 class ProcessManager:
     """Starts, finds and stops tagged tools through one procmgr sidecar.
 
-    ``binary``: the sidecar executable; default ``$PROCMGR_BIN``, else
-    ``procmgr`` on PATH.  ``stop_timeout``: default seconds between the stop
+    ``binary``: the sidecar executable; default ``$PROCMGR_BIN``, else the
+    one bundled in a platform wheel, else ``procmgr`` on PATH (_binary.py).  ``stop_timeout``: default seconds between the stop
     signal and SIGKILL for every tool (the sidecar's own default is 3 s).
     ``log_level``: the sidecar's log level (debug, info, warn, error).
     ``log_file``: append the sidecar's log to this file, which is kept; by

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional
 from ._errors import ProcMgrError, SidecarError, error_from_rpc
 from ._seconds import MAX_SECONDS, seconds
 
-__all__ = ["Sidecar", "find_binary", "PROTOCOL_VERSION"]
+__all__ = ["Sidecar", "PROTOCOL_VERSION"]
 
 logger = logging.getLogger("procmgr")
 
@@ -49,45 +49,9 @@ START_TIMEOUT = 20.0
 #: Notifications queued for the callback dispatcher before new ones are dropped.
 DISPATCH_QUEUE_SIZE = 1024
 
-_BUILD_HINT = (
-    "build it from the repository root with `go build -o bin/procmgr .` (or `make`), "
-    "then pass ProcessManager(binary=...), set PROCMGR_BIN=/path/to/procmgr, "
-    "or put procmgr on PATH"
-)
-
 # Popen objects of sidecars inherited through fork(): kept referenced so their
 # __del__ never runs (and never waits for a process that is not ours) in the child.
 _fork_leftovers: List[Any] = []
-
-
-def find_binary(binary: Optional[Any] = None) -> str:
-    """Locate the sidecar: the argument, $PROCMGR_BIN, then ``procmgr`` on PATH."""
-
-    def check(path: str, origin: str) -> str:
-        if os.sep not in path:
-            found = shutil.which(path)
-            if found is None:
-                raise ProcMgrError(
-                    "procmgr sidecar %r (%s) not found on PATH; %s" % (path, origin, _BUILD_HINT)
-                )
-            return found
-        if not os.path.isfile(path):
-            raise ProcMgrError(
-                "procmgr sidecar %s (%s) does not exist; %s" % (path, origin, _BUILD_HINT)
-            )
-        if not os.access(path, os.X_OK):
-            raise ProcMgrError("procmgr sidecar %s (%s) is not executable" % (path, origin))
-        return os.path.abspath(path)
-
-    if binary is not None:
-        return check(os.fspath(binary), "the binary argument")
-    env = os.environ.get("PROCMGR_BIN")
-    if env:
-        return check(env, "$PROCMGR_BIN")
-    found = shutil.which("procmgr")
-    if found:
-        return found
-    raise ProcMgrError("cannot find the procmgr sidecar binary; " + _BUILD_HINT)
 
 
 class _Pending:
