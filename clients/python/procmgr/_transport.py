@@ -191,6 +191,9 @@ class Sidecar:
             # The sidecar's environment, kept so that creates send only how
             # the host's environment differs from it (see ProcessManager.create).
             self.environ = dict(os.environ)
+            # (snapshot of os.environ's encoded mapping, host environ, delta):
+            # see ProcessManager.create's _host_environ.
+            self.env_cache: Optional[tuple] = None
             with open(self.stderr_path, "wb") as stderr_file:
                 self._popen = subprocess.Popen(
                     args,
