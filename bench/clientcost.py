@@ -3,6 +3,11 @@
 
     python3 bench/clientcost.py [--binary bin/procmgr] [--n 400] [--tools 1000]
     python3 bench/clientcost.py --profile create|list|running [--n 400]
+    python3 bench/clientcost.py --against /tmp/old/clients/python [--rounds 3]
+
+--against compares another copy of the client (e.g. `git archive <rev>
+clients/python | tar -x -C /tmp/old`) with this one and the raw client: each
+side runs in its own process, the order rotating per round; best of rounds.
 
 Wall-clock figures on a shared, loaded machine are mostly the scheduler's;
 CPU time is not: ``time.process_time()`` counts every thread of this process
@@ -21,9 +26,11 @@ import argparse
 import cProfile
 import gc
 import io
+import json
 import os
 import pstats
 import resource
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List
@@ -32,7 +39,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import benchlib as bl  # noqa: E402
 
-sys.path.insert(0, os.path.join(bl.REPO, "clients", "python"))
+
+def _client_dir() -> str:
+    if "--client-dir" in sys.argv:
+        return sys.argv[sys.argv.index("--client-dir") + 1]
+    return os.path.join(bl.REPO, "clients", "python")
+
+
+sys.path.insert(0, _client_dir())
 
 cpu = time.process_time
 pc = time.perf_counter
@@ -192,31 +206,39 @@ def main() -> int:
     ap.add_argument("--tools", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--profile", choices=("create", "list", "running"))
+    ap.add_argument("--only", choices=("client", "raw"), help=argparse.SUPPRESS)
+    ap.add_argument("--client-dir", help="import procmgr from here (default: this checkout)")
+    ap.add_argument("--against", help="also measure the client in this directory (before/after)")
     a = ap.parse_args()
     if a.profile:
         profile(a.binary, a.profile, a.n, a.tools)
         return 0
-    rows: Dict[str, Dict[str, List[float]]] = {}
+    if a.only:
+        fn = client_ops if a.only == "client" else raw_ops
+        print(json.dumps(fn(a.binary, a.n, a.tools)))
+        return 0
+    sides = [("client", ["--only", "client"]), ("raw", ["--only", "raw"])]
+    if a.against:
+        sides.insert(0, ("before", ["--only", "client", "--client-dir", a.against]))
+    rows: Dict[str, Dict[str, List[Dict[str, float]]]] = {}
     for r in range(a.rounds):
-        order = [("client", client_ops), ("raw", raw_ops)]
-        if r % 2:
-            order.reverse()
-        for side, fn in order:
-            for op, v in fn(a.binary, a.n, a.tools).items():
-                rows.setdefault(op, {}).setdefault(side + "_cpu", []).append(v["cpu"])
-                for k in ("wall", "sys", "csw"):
-                    rows[op].setdefault(side + "_" + k, []).append(v[k])
-    print("CPU time of this process per operation (best of %d rounds); sys = kernel part,"
-          " csw = context switches of this process" % a.rounds)
-    print("%-12s %12s %12s %12s %16s %12s %16s" % (
-        "op", "client CPU", "raw CPU", "client-raw", "sys client/raw", "csw cl/raw", "wall client/raw"))
+        order = sides[r % len(sides):] + sides[: r % len(sides)]
+        for side, extra in order:
+            cmd = [sys.executable, os.path.abspath(__file__), "--binary", a.binary, "--n", str(a.n),
+                   "--tools", str(a.tools)] + extra
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout
+            for op, v in json.loads(out.decode().strip().splitlines()[-1]).items():
+                rows.setdefault(op, {}).setdefault(side, []).append(v)
+    names = [s for s, _ in sides]
+    print("per operation, best of %d rounds: CPU time of the client process (all its threads) "
+          "[kernel part, context switches]; wall time last (noise on a loaded machine)" % a.rounds)
     for op, v in rows.items():
-        c, r = min(v["client_cpu"]), min(v["raw_cpu"])
-        print(
-            "%-12s %9.1f µs %9.1f µs %9.1f µs %7.0f/%-5.0f µs %5.1f/%-5.1f %7.0f/%-5.0f µs"
-            % (op, c * 1e6, r * 1e6, (c - r) * 1e6, min(v["client_sys"]) * 1e6, min(v["raw_sys"]) * 1e6,
-               min(v["client_csw"]), min(v["raw_csw"]), min(v["client_wall"]) * 1e6, min(v["raw_wall"]) * 1e6)
-        )
+        cells = []
+        for side in names:
+            best = min(v[side], key=lambda x: x["cpu"])
+            cells.append("%s %7.1f µs [sys %5.1f, csw %4.1f] wall %6.0f" % (
+                side, best["cpu"] * 1e6, best["sys"] * 1e6, best["csw"], min(x["wall"] for x in v[side]) * 1e6))
+        print("%-12s %s" % (op, " | ".join(cells)))
     return 0
 
 

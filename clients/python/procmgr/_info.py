@@ -66,20 +66,20 @@ def _parse_time_text(value: str) -> Optional[datetime.datetime]:
     m = _RFC3339.match(value)
     if not m:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    frac = m.group(7) or ""
-    micro = int((frac + "000000")[:6])
-    zone = m.group(8)
-    if zone in ("Z", "z"):
-        tz = datetime.timezone.utc
-    else:
-        sign = 1 if zone[0] == "+" else -1
-        tz = datetime.timezone(
-            sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        )
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    micro = int((frac + "000000")[:6]) if frac else 0
     try:
-        return datetime.datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
-    except ValueError:
+        if zone == "Z" or zone == "z":
+            tz = datetime.timezone.utc
+        else:
+            sign = 1 if zone[0] == "+" else -1
+            tz = datetime.timezone(
+                sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+            )
+        return datetime.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
+        )
+    except ValueError:  # no such date, or an offset of 24 h or more
         return None
 
 

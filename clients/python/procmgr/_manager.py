@@ -1037,6 +1037,8 @@ class ProcessManager:
             logger.debug("procmgr: ignoring notification %r", method)
             return
         raw = params.get("info")
+        if not self._callbacks and not self._tracks(params.get("tag"), params.get("pid")):
+            return  # no Process to update, nobody to call: a snapshot would be thrown away
         if isinstance(raw, dict):
             info = ProcessInfo.from_json(raw)
         else:
@@ -1053,6 +1055,17 @@ class ProcessManager:
         proc = self._adopt(info, register=False)
         if self._callbacks:
             sc.dispatch(lambda: self._run_callbacks(proc))
+
+    def _tracks(self, tag: Any, pid: Any) -> bool:
+        """A Process that a snapshot of (tag, pid) would update exists (reader thread).
+
+        Otherwise _adopt(register=False) would make a Process nobody holds.
+        """
+        if type(tag) is not str:
+            return True  # let _adopt deal with it, as before
+        if tag in self._current:
+            return True
+        return type(pid) is not int or (tag, pid) in self._objects
 
     def _run_callbacks(self, proc: Process) -> None:
         for cb in builtins.list(self._callbacks):
@@ -1086,10 +1099,15 @@ class ProcessManager:
             self._tag_seq[tag] = max(seq, self._tag_seq.get(tag, 0))
             self._tag_state[tag] = state
             self._event_cond.notify_all()
-        info = ProcessInfo.from_json(raw if isinstance(raw, dict) else {"tag": tag, "state": state})
-        if isinstance(raw, dict):
+        callbacks = bool(self._state_callbacks)
+        if isinstance(raw, dict) and (callbacks or self._tracks(tag, raw.get("pid"))):
+            info = ProcessInfo.from_json(raw)
             self._adopt(info, register=False)
-        if self._state_callbacks:
+        elif not callbacks:
+            return  # e.g. "started" before create's reply: no Process yet, nobody to call
+        else:
+            info = ProcessInfo.from_json(raw if isinstance(raw, dict) else {"tag": tag, "state": state})
+        if callbacks:
             sc.dispatch(lambda: self._run_state_callbacks(state, info, seq))
 
     def _run_state_callbacks(self, state: str, info: ProcessInfo, seq: int) -> None:
