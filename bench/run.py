@@ -70,7 +70,7 @@ class Params:
         self.st_reps = 3 if smoke else 40
         # row 7: creates per side, lists per side, interleaved rounds, tools listed
         self.co_creates, self.co_lists, self.co_rounds, self.co_tools = (
-            (12, 6, 2, 100) if smoke else (400, 100, 4, 1000)
+            (12, 6, 2, 50) if smoke else (400, 100, 4, 1000)
         )
 
 
