@@ -15,6 +15,9 @@ Rows:
     last is gone, from /proc; vs. a CASA-style kill -0 watchdog per tool.
  5. Scale: 1000 tools: sidecar RSS, CPU over idle seconds, `list` latency.
  6. Sidecar start: spawn to the first `hello` reply.
+ 7. The Python client's own cost: create and `list` through ProcessManager
+    vs. the raw client against the same kind of sidecar, interleaved in one
+    process, in wall time and in this process's CPU time per call.
 
 Standard library only. Every process started is killed at the end, found by
 the PROCMGR_BENCH_MARK variable every child inherits.
@@ -65,6 +68,10 @@ class Params:
         self.sc_tools, self.sc_idle, self.sc_list = (100, 1.0, 5) if smoke else (1000, 10.0, 200)
         # row 6: starts per binary
         self.st_reps = 3 if smoke else 40
+        # row 7: creates per side, lists per side, interleaved rounds, tools listed
+        self.co_creates, self.co_lists, self.co_rounds, self.co_tools = (
+            (12, 6, 2, 50) if smoke else (400, 100, 4, 1000)
+        )
 
 
 class Line:
@@ -824,6 +831,157 @@ class Bench:
         )
 
 
+    # -- row 7: the Python client's own cost ------------------------------------------
+
+    def row7(self) -> None:
+        """create and list through ProcessManager vs the raw client (issue 14).
+
+        Interleaved in this one process, so both sides see the same machine;
+        the CPU figure is time.process_time() over each batch (every thread of
+        this process: the client's reader thread included) per call, which a
+        loaded machine disturbs far less than the wall time.
+        """
+        p = self.p
+        cpu = time.process_time
+        pm = self.manager(self.binary)
+        cl = self.raw_client(self.binary)
+        seq = [0]
+
+        def client_create() -> float:
+            seq[0] += 1
+            t0 = pc()
+            proc = pm.create("o-%d" % seq[0], ["/bin/true"])
+            t = pc() - t0
+            proc.stop()
+            return t
+
+        def raw_create() -> float:
+            seq[0] += 1
+            tag = "o-%d" % seq[0]
+            t0 = pc()
+            cl.call("create", {"tag": tag, "argv": ["/bin/true"]})
+            t = pc() - t0
+            cl.call("stop", {"tag": tag})
+            return t
+
+        list_req = [b""]
+
+        def client_list() -> float:
+            t0 = pc()
+            pm.list()
+            return pc() - t0
+
+        def raw_list() -> float:
+            t0 = pc()
+            cl.send(list_req[0])
+            cl.reply_line()
+            return pc() - t0
+
+        def interleave(fns: Dict[str, Callable[[], float]], per_round: int) -> Dict[str, Dict[str, Any]]:
+            out = {name: {"wall": [], "cpu": 0.0} for name in fns}
+            names = sorted(fns)
+            for r in range(p.co_rounds):
+                for name in names if r % 2 == 0 else names[::-1]:
+                    gc.collect()
+                    gc.disable()
+                    c0 = cpu()
+                    try:
+                        out[name]["wall"] += [fns[name]() for _ in range(per_round)]
+                    finally:
+                        out[name]["cpu"] += cpu() - c0
+                        gc.enable()
+            for v in out.values():
+                v["cpu"] /= max(1, len(v["wall"]))
+                v["s"] = bl.summary(v["wall"])
+            return out
+
+        try:
+            self.hello(cl)
+            for _ in range(3):  # warm-up: the first fork, imports, caches
+                client_create()
+                raw_create()
+            per = max(1, p.co_creates // p.co_rounds)
+            cr = interleave({"client": client_create, "raw": raw_create}, per)
+            c, r = cr["client"]["s"], cr["raw"]["s"]
+            over = c["p50"] - r["p50"]
+            self.add(
+                Line(
+                    "7",
+                    "create /bin/true: Python client vs raw client (wall)",
+                    bl.p50_p99(c),
+                    bl.p50_p99(r),
+                    "%s%s" % ("+" if over >= 0 else "−", bl.fmt_us(abs(over))),
+                    "≤ raw + 100 µs at p50",
+                    over <= 100e-6,
+                    "%d each, %d interleaved rounds" % (c["n"], p.co_rounds),
+                    bl.noise(c, r),
+                )
+            )
+            self.add(
+                Line(
+                    "7",
+                    "  create + stop: CPU time of this process per pair",
+                    bl.fmt_us(cr["client"]["cpu"]),
+                    bl.fmt_us(cr["raw"]["cpu"]),
+                    "+%s" % bl.fmt_us(max(0.0, cr["client"]["cpu"] - cr["raw"]["cpu"])),
+                    "(diagnostic)",
+                    None,
+                    "the calls above",
+                    "process_time, every thread (the client's reader too); the raw "
+                    "client skips notifications unparsed",
+                )
+            )
+            for i in range(p.co_tools):
+                pm.create("l-%d" % i, ["sleep", "600"])
+                cl.call("create", {"tag": "l-%d" % i, "argv": ["sleep", "600"]})
+            list_req[0] = cl.request("list", {})
+            got = len(pm.list())
+            if got != p.co_tools:
+                raise RuntimeError("list returned %d tools, expected %d" % (got, p.co_tools))
+            raw_list()
+            per = max(1, p.co_lists // p.co_rounds)
+            ls = interleave({"client": client_list, "raw": raw_list}, per)
+            c, r = ls["client"]["s"], ls["raw"]["s"]
+            ratio = c["p50"] / r["p50"]
+            self.add(
+                Line(
+                    "7",
+                    "`list` at %d tools: Python client vs raw client (wall)" % p.co_tools,
+                    bl.p50_p99(c),
+                    bl.p50_p99(r),
+                    "%s×" % bl.fmt_num(ratio),
+                    "≤ 2× the raw client",
+                    ratio <= 2.0,
+                    "%d each, %d interleaved rounds" % (c["n"], p.co_rounds),
+                    bl.noise(c, r),
+                )
+            )
+            # What any pure-Python client pays at least: decoding the reply.
+            cl.send(list_req[0])
+            reply = cl.reply_line()
+            gc.collect()
+            c0 = cpu()
+            for _ in range(per):
+                json.loads(reply)
+            decode = (cpu() - c0) / per
+            self.add(
+                Line(
+                    "7",
+                    "  `list`: CPU time of this process per call",
+                    bl.fmt_us(ls["client"]["cpu"]),
+                    bl.fmt_us(ls["raw"]["cpu"]),
+                    "%s×" % bl.fmt_num(ls["client"]["cpu"] / max(1e-9, ls["raw"]["cpu"])),
+                    "(diagnostic)",
+                    None,
+                    "the calls above",
+                    "json.loads of the %d KiB reply alone: %s CPU" % (len(reply) // 1024, bl.fmt_us(decode)),
+                )
+            )
+        finally:
+            pm.shutdown()
+            cl.close()
+
+
 # -- measurement helpers ----------------------------------------------------------
 
 
@@ -971,6 +1129,7 @@ ROW_TITLES = {
     "4": "Cleanup after host death",
     "5": "Scale (1000 tools)",
     "6": "Sidecar start",
+    "7": "Python client overhead",
 }
 
 
@@ -1057,7 +1216,7 @@ def main() -> int:
     ap.add_argument("--out", help="write the Markdown report here (e.g. docs/benchmarks.md)")
     ap.add_argument("--json", help="write every raw figure here")
     ap.add_argument("--smoke", action="store_true", help="every row with tiny counts (< 30 s), for CI")
-    ap.add_argument("--rows", default="1,2,3,4,5,6", help="comma-separated rows to run")
+    ap.add_argument("--rows", default="1,2,3,4,5,6,7", help="comma-separated rows to run")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     if not os.access(binary, os.X_OK):

@@ -38,27 +38,48 @@ _RFC3339 = re.compile(
 )
 
 
+# Parsed timestamps by their text: a tool's started_at comes back in every
+# list/fetch/event about it, and parsing is most of a snapshot's cost.  datetime
+# objects are immutable, so sharing them is safe; the dict is cleared when full.
+_TIME_CACHE: Dict[str, Optional[datetime.datetime]] = {}
+_TIME_CACHE_MAX = 8192
+
+
 def _parse_time(value: Any) -> Optional[datetime.datetime]:
     """Parse an RFC 3339 timestamp as Go writes it (up to 9 fraction digits)."""
-    if not isinstance(value, str):
-        return None
+    if type(value) is not str:
+        if not isinstance(value, str):
+            return None
+        value = str(value)
+    try:
+        return _TIME_CACHE[value]
+    except KeyError:
+        pass
+    parsed = _parse_time_text(value)
+    if len(_TIME_CACHE) >= _TIME_CACHE_MAX:
+        _TIME_CACHE.clear()
+    _TIME_CACHE[value] = parsed
+    return parsed
+
+
+def _parse_time_text(value: str) -> Optional[datetime.datetime]:
     m = _RFC3339.match(value)
     if not m:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    frac = m.group(7) or ""
-    micro = int((frac + "000000")[:6])
-    zone = m.group(8)
-    if zone in ("Z", "z"):
-        tz = datetime.timezone.utc
-    else:
-        sign = 1 if zone[0] == "+" else -1
-        tz = datetime.timezone(
-            sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        )
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    micro = int((frac + "000000")[:6]) if frac else 0
     try:
-        return datetime.datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
-    except ValueError:
+        if zone == "Z" or zone == "z":
+            tz = datetime.timezone.utc
+        else:
+            sign = 1 if zone[0] == "+" else -1
+            tz = datetime.timezone(
+                sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+            )
+        return datetime.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
+        )
+    except ValueError:  # no such date, or an offset of 24 h or more
         return None
 
 
@@ -123,21 +144,29 @@ class ProcessInfo:
     def from_json(cls, obj: Any) -> "ProcessInfo":
         if not isinstance(obj, dict):
             raise ValueError("ProcessInfo must be a JSON object, got %r" % (obj,))
-        argv = obj.get("argv") or []
-        return cls(
-            tag=str(obj.get("tag", "")),
-            pid=int(obj.get("pid") or 0),
-            argv=tuple(str(a) for a in argv),
-            pgid=int(obj.get("pgid") or 0),
-            state=str(obj.get("state", "")),
-            alive=bool(obj.get("alive", False)),
-            exit_code=obj.get("exit_code"),
-            signal=obj.get("signal"),
-            started_at=_parse_time(obj.get("started_at")),
-            exited_at=_parse_time(obj.get("exited_at")),
-            restarts=_int(obj.get("restarts")),
+        # The hot path of list() (one call per tool): the same conversions as
+        # the generated __init__ would get, without its per-field
+        # object.__setattr__ (the class is frozen).
+        get = obj.get
+        tag = get("tag", "")
+        state = get("state", "")
+        argv = get("argv") or ()
+        self = object.__new__(cls)
+        self.__dict__.update(
+            tag=tag if type(tag) is str else str(tag),
+            pid=int(get("pid") or 0),
+            argv=tuple(map(str, argv)),
+            pgid=int(get("pgid") or 0),
+            state=state if type(state) is str else str(state),
+            alive=bool(get("alive", False)),
+            exit_code=get("exit_code"),
+            signal=get("signal"),
+            started_at=_parse_time(get("started_at")),
+            exited_at=_parse_time(get("exited_at")),
+            restarts=_int(get("restarts")),
             raw=dict(obj),
         )
+        return self
 
     @property
     def exited(self) -> bool:

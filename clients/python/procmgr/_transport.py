@@ -49,6 +49,10 @@ START_TIMEOUT = 20.0
 #: Notifications queued for the callback dispatcher before new ones are dropped.
 DISPATCH_QUEUE_SIZE = 1024
 
+# json.dumps(..., separators=...) builds a new encoder per call; this one is
+# reused. allow_nan=False is a backstop: durations are checked before (_seconds.py).
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
 # Popen objects of sidecars inherited through fork(): kept referenced so their
 # __del__ never runs (and never waits for a process that is not ours) in the child.
 _fork_leftovers: List[Any] = []
@@ -164,6 +168,9 @@ class Sidecar:
             # The sidecar's environment, kept so that creates send only how
             # the host's environment differs from it (see ProcessManager.create).
             self.environ = dict(os.environ)
+            # (snapshot of os.environ's encoded mapping, host environ, delta):
+            # see ProcessManager.create's _host_environ.
+            self.env_cache: Optional[tuple] = None
             with open(self.stderr_path, "wb") as stderr_file:
                 self._popen = subprocess.Popen(
                     args,
@@ -245,11 +252,7 @@ class Sidecar:
         deadline = time.monotonic() + timeout
         try:
             line = (
-                json.dumps(
-                    {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params},
-                    separators=(",", ":"),
-                    allow_nan=False,  # a backstop: durations are checked before (_seconds.py)
-                ).encode("ascii")
+                _encode({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}).encode("ascii")
                 + b"\n"
             )
             interrupted = self._write(line, deadline)
@@ -341,31 +344,46 @@ class Sidecar:
     # -- reader and dispatcher threads -------------------------------------
 
     def _read_loop(self) -> None:
-        buf = bytearray()
+        rfd = self._rfd
+        # Non-blocking reads, and poll only when there is nothing to read: a
+        # reply that is already in the pipe (the usual case under load, or
+        # right after the notification that preceded it) costs one read, not
+        # a poll and a read with a GIL hand-off each.
+        os.set_blocking(rfd, False)
         poller = select.poll()
-        poller.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        poller.register(rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        handle = self._handle_line
+        parts: List[bytes] = []  # the start of a line longer than what one read got
         reason: Optional[str] = None
         try:
             while True:
-                if not poller.poll(500):
-                    # No output for a while: make sure the process still exists
-                    # (a leaked write end elsewhere would hide EOF from us).
-                    if self._popen.poll() is not None:
-                        break
+                try:
+                    chunk = os.read(rfd, 1 << 16)
+                except BlockingIOError:
+                    if not poller.poll(500):
+                        # No output for a while: make sure the process still exists
+                        # (a leaked write end elsewhere would hide EOF from us).
+                        if self._popen.poll() is not None:
+                            break
                     continue
-                chunk = os.read(self._rfd, 1 << 16)
                 if not chunk:
                     break
-                buf += chunk
-                start = 0
-                while True:
-                    nl = buf.find(b"\n", start)
-                    if nl < 0:
-                        break
-                    self._handle_line(bytes(buf[start:nl]))
-                    start = nl + 1
-                if start:
-                    del buf[:start]
+                end = chunk.rfind(b"\n")
+                if end < 0:
+                    parts.append(chunk)
+                    continue
+                # Every complete line of this read, in order: a notification
+                # is handled before the reply that follows it wakes its caller.
+                if parts:
+                    parts.append(chunk[:end])
+                    data = b"".join(parts)
+                    parts = []
+                else:
+                    data = chunk[:end]
+                if end + 1 < len(chunk):
+                    parts.append(chunk[end + 1 :])
+                for line in data.split(b"\n"):
+                    handle(line)
         except Exception as exc:  # pragma: no cover - defensive
             reason = "reading from it failed: %r" % (exc,)
             logger.exception("procmgr reader thread failed")

@@ -148,6 +148,15 @@ class SidecarDeathTest(ManagerTestCase):
         sc = self.pm._connection()
         os.kill(sc.pid, signal.SIGSTOP)
         try:
+            # kill() returns before every thread has stopped; a request written
+            # meanwhile can still be answered (seen under load).
+            def stopped() -> bool:
+                tasks = "/proc/%d/task" % sc.pid
+                return all(
+                    (support.stat(int(t)) or {}).get("state") in ("T", "t") for t in os.listdir(tasks)
+                )
+
+            self.assertTrue(support.wait_until(stopped), "the sidecar's threads did not all stop")
             with self.assertRaises(SidecarError) as cm:
                 sc.call("list", {}, timeout=0.3)
             self.assertIn("did not answer", str(cm.exception))
