@@ -107,13 +107,17 @@ type helloResult struct {
 	Features []string `json:"features"`
 	// WatchdogPid is the session watchdog's pid, absent when none runs.
 	WatchdogPid int `json:"watchdog_pid,omitempty"`
+	// Orphans counts the processes the sidecar adopted that belong to no
+	// tool (killed when the session ends); those of a tool are in its
+	// ProcessInfo's orphans.
+	Orphans int `json:"orphans"`
 }
 
 func (s *service) hello(context.Context, struct{}) (helloResult, error) {
 	return helloResult{
 		Name: "procmgr", Version: s.opts.Version, Protocol: Protocol,
 		Pid: os.Getpid(), Session: s.m.Session(), Features: s.opts.Features,
-		WatchdogPid: s.m.WatchdogPid(),
+		WatchdogPid: s.m.WatchdogPid(), Orphans: s.m.Orphans(),
 	}, nil
 }
 

@@ -46,6 +46,7 @@ type Manager struct {
 	ownPgid int
 	cg      *cgroupSet // nil: process groups and environment attribution only
 	wd      watchdog   // the session watchdog (watchdog.go)
+	orph    orphanSet  // adopted orphans (orphans.go)
 
 	mu       sync.Mutex
 	tools    map[string]*tool // a nil value reserves a tag while its create is in flight
@@ -95,7 +96,7 @@ func New(cfg Config) (*Manager, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{
+	m := &Manager{
 		ctx:     ctx,
 		cancel:  cancel,
 		cg:      cg,
@@ -103,11 +104,14 @@ func New(cfg Config) (*Manager, error) {
 		log:     cfg.Logger,
 		mon:     NewMonitor(cfg.Logger),
 		spawner: newSpawner(),
-		procs:   newProcTable(cfg.Session),
 		devnull: devnull,
 		ownPgid: syscall.Getpgrp(),
 		tools:   make(map[string]*tool),
-	}, nil
+		orph:    orphanSet{kick: make(chan struct{}, 1)},
+	}
+	m.procs = newProcTable(cfg.Session, m.toolGroups)
+	go m.watchOrphans()
+	return m, nil
 }
 
 // Session is the id every tool carries in PROCMGR_SESSION.
