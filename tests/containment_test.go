@@ -113,6 +113,9 @@ func hostMain(mode string) int {
 		}
 		report(r)
 		return 0
+
+	case "user-host":
+		return userHostMain() // unprivileged_test.go
 	}
 	return fail(fmt.Errorf("unknown host mode %q", mode))
 }
