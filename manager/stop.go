@@ -66,6 +66,7 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 		timeout = t.stopTimeout
 	}
 	m.terminate(t, sig, timeout)
+	t.orphans.Store(0) // its adopted orphans went with the tree
 	if t.cg != nil {
 		t.cg.release()
 	}
