@@ -27,8 +27,11 @@ import (
 // and on a slow timer while there are tools or orphans, since a
 // double fork re-parents a grandchild without any signal to the sidecar.
 // The timer keeps the looking under about 1% of a CPU: its period is 100
-// times the last look's duration, between 1 s and 10 s. A look is one pass
-// over /proc (procTable), shared with every stop in progress.
+// times the last look's duration, between 1 s and 10 s; looks asked for
+// more often are spaced out (orphanScanGap). A look is one pass over /proc
+// (procTable), shared with every stop in progress. Each look also records
+// the ancestry of every tool's processes, so an escaper whose parent chain
+// lived through a look stays its tool's after the chain breaks.
 
 // orphanScan bounds the slow timer's period (see above).
 const (
@@ -36,9 +39,13 @@ const (
 	orphanScanMax  = 10 * time.Second
 	orphanScanDuty = 100 // period ≥ orphanScanDuty × a look's duration
 	// orphanScanGap is the least time between two looks, so that a burst of
-	// exits (a shutdown of many tools) does not make the sidecar scan /proc
-	// back to back while the stops need the CPU.
+	// exits (a shutdown of many tools), a daemon whose short-lived children
+	// keep being re-parented to the sidecar, or a host asking hello in a loop
+	// does not make the sidecar scan /proc back to back: at least 20 ms, and
+	// at least orphanGapDuty times the last look's duration (at most about 5%
+	// of a CPU however often looks are asked for).
 	orphanScanGap = 20 * time.Millisecond
+	orphanGapDuty = 20
 )
 
 // orphanSet is what the last look found.
@@ -93,6 +100,7 @@ func (m *Manager) watchOrphans() {
 	timer := time.NewTimer(orphanScanMin)
 	defer timer.Stop()
 	var last time.Time
+	var took time.Duration // the last look's duration
 	period := orphanScanMin
 	deferred := false // a look asked for came too soon and waits on the timer
 	for {
@@ -105,10 +113,10 @@ func (m *Manager) watchOrphans() {
 		case <-timer.C:
 			ticked = true
 		}
-		if gap := time.Since(last); gap < orphanScanGap {
+		if gap, least := time.Since(last), max(orphanScanGap, orphanGapDuty*took); gap < least {
 			// Too soon after the last look: look when the gap is over.
 			// (Since Go 1.23, Reset drops a value the timer already sent.)
-			timer.Reset(orphanScanGap - gap)
+			timer.Reset(least - gap)
 			deferred = true
 			continue
 		}
@@ -120,7 +128,8 @@ func (m *Manager) watchOrphans() {
 		start := time.Now()
 		m.scanOrphans()
 		last = time.Now()
-		period = min(max(orphanScanDuty*last.Sub(start), orphanScanMin), orphanScanMax)
+		took = last.Sub(start)
+		period = min(max(orphanScanDuty*took, orphanScanMin), orphanScanMax)
 		timer.Reset(period)
 	}
 }

@@ -97,3 +97,20 @@ func TestLeftoversAreEveryDescendantOfTheSidecarButTheSpared(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchdogTakesUnmarkedDescendantsOfSessionMembers(t *testing.T) {
+	entries := []procEntry{
+		{pid: 300, ppid: 1},   // a marked member, re-parented to init
+		{pid: 301, ppid: 300}, // its env-cleared setsid child
+		{pid: 302, ppid: 301}, // and grandchild
+		{pid: 303, ppid: 301, zombie: true},
+		{pid: 400, ppid: 1},   // a stranger
+		{pid: 401, ppid: 400}, // its child
+		{pid: 500, ppid: 1},   // the watchdog itself
+		{pid: 501, ppid: 500},
+	}
+	got := descendantsOf(entries, map[int]bool{300: true, 400: false}, 500)
+	if len(got) != 2 || got[0] != 301 || got[1] != 302 {
+		t.Errorf("descendants %v, want [301 302]", got)
+	}
+}

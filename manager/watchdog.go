@@ -367,11 +367,14 @@ func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending 
 			bySid = false
 		}
 	}
+	// Decide every process first, then kill: a kill re-parents the
+	// victim's children, and ancestry must be read before that.
+	ours := make(map[int]bool, len(entries))
 	for _, e := range entries {
 		if e.zombie || e.pid <= 1 || e.pid == s.self || e.pid == s.cfg.SidecarPid {
 			continue
 		}
-		ours, known := s.member(e.pid, bySid)
+		member, known := s.member(e.pid, bySid)
 		if !known {
 			k := procKey{e.pid, e.start}
 			first, ok := unreadable[k]
@@ -382,13 +385,54 @@ func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending 
 			pending = pending || time.Since(first) < envSettle
 			continue
 		}
-		if ours {
-			if err := unix.Kill(e.pid, unix.SIGKILL); err == nil {
-				found = append(found, e.pid)
+		ours[e.pid] = member
+	}
+	for _, pid := range descendantsOf(entries, ours, s.self) {
+		ours[pid] = true
+	}
+	for pid, member := range ours {
+		if member {
+			if err := unix.Kill(pid, unix.SIGKILL); err == nil {
+				found = append(found, pid)
 			}
 		}
 	}
 	return found, pending
+}
+
+// descendantsOf lists the live processes of entries, not themselves marked
+// in ours, whose parent chain leads to a process marked true in ours: a
+// member's child that cleared its environment and left the session is still
+// the session's while its parent lives. The chain is not followed through
+// spare (the watchdog). One walk, memoised.
+func descendantsOf(entries []procEntry, ours map[int]bool, spare int) []int {
+	parent := make(map[int]int, len(entries))
+	for _, e := range entries {
+		if !e.zombie {
+			parent[e.pid] = e.ppid
+		}
+	}
+	memo := make(map[int]bool, len(entries))
+	var below func(pid, depth int) bool
+	below = func(pid, depth int) bool {
+		if ours[pid] {
+			return true
+		}
+		if v, ok := memo[pid]; ok {
+			return v
+		}
+		pp, ok := parent[pid]
+		v := ok && pid > 1 && pid != spare && depth < len(parent) && below(pp, depth+1)
+		memo[pid] = v
+		return v
+	}
+	var out []int
+	for _, e := range entries {
+		if !e.zombie && e.pid > 1 && e.pid != spare && !ours[e.pid] && below(e.pid, 0) {
+			out = append(out, e.pid)
+		}
+	}
+	return out
 }
 
 // member reports whether pid belongs to the session: it carries its mark, or

@@ -582,3 +582,16 @@ func TestOrdinaryUserInDelegatedCgroupSubtreeKeepsCgroupMode(t *testing.T) {
 		})
 	}
 }
+
+func TestOrdinaryUserSidecarSIGKILLTakesEnvClearingSetsidChildOfALiveMember(t *testing.T) {
+	t.Parallel()
+	// Without cgroup mode the watchdog sees the session's marks and its
+	// session; a member that is not a direct tool (no parent-death signal)
+	// outlives the sidecar for a moment, and its env-clearing setsid child is
+	// found by ancestry while that parent lives.
+	u := needOrdinaryUser(t)
+	h := startUserHost(t, u, "")
+	escaper := h.escaperOf(u, "nested", `/bin/sh -c "/usr/bin/env -i /usr/bin/setsid /bin/sleep 600 & echo \$!; wait" & wait`)
+	syscall.Kill(h.sidecar.Pid, syscall.SIGKILL)
+	waitGone(t, "env-clearing setsid child of a live member after the sidecar's SIGKILL", graceMargin, []procID{escaper})
+}
