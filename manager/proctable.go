@@ -290,13 +290,13 @@ func (pt *procTable) leftovers(spare map[int]bool) []procEntry {
 	return out
 }
 
-// adopted lists the live children of the sidecar in a fresh snapshot, with
-// the tool each belongs to ("" for none). Which of them the sidecar started
-// itself (tools, the watchdog) only its Monitor knows.
+// adopted lists the live children of the sidecar in the shared snapshot
+// (taken now unless one is fresh: a stop in progress may have just taken
+// it), with the tool each belongs to ("" for none). Which of them the
+// sidecar started itself (tools, the watchdog) only its Monitor knows.
 func (pt *procTable) adopted() (children []procEntry, owners []string) {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
-	pt.taken = time.Time{} // force a new snapshot
 	pt.refresh()
 	for _, e := range pt.entries {
 		if e.ppid == pt.self && !e.zombie {
