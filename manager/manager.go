@@ -107,7 +107,6 @@ func New(cfg Config) (*Manager, error) {
 		devnull: devnull,
 		ownPgid: syscall.Getpgrp(),
 		tools:   make(map[string]*tool),
-		orph:    orphanSet{kick: make(chan struct{}, 1)},
 	}
 	m.procs = newProcTable(cfg.Session, m.toolGroups)
 	go m.watchOrphans()

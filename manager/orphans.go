@@ -23,8 +23,8 @@ import (
 // counted: Info.Orphans per tool, Manager.Orphans for the rest.
 //
 // When it looks: after every reap (a tool's exit re-parents its children to
-// the sidecar; an orphan's exit changes the count), when asked (Orphans),
-// and on a slow timer while there are tools or orphans, since a
+// the sidecar; an orphan's exit changes the count), and on a slow timer
+// while there are tools or orphans, since a
 // double fork re-parents a grandchild without any signal to the sidecar.
 // The timer keeps the looking under about 1% of a CPU: its period is 100
 // times the last look's duration, between 1 s and 10 s; looks asked for
@@ -39,11 +39,10 @@ const (
 	orphanScanMax  = 10 * time.Second
 	orphanScanDuty = 100 // period ≥ orphanScanDuty × a look's duration
 	// orphanScanGap is the least time between two looks, so that a burst of
-	// exits (a shutdown of many tools), a daemon whose short-lived children
-	// keep being re-parented to the sidecar, or a host asking hello in a loop
-	// does not make the sidecar scan /proc back to back: at least 20 ms, and
-	// at least orphanGapDuty times the last look's duration (at most about 5%
-	// of a CPU however often looks are asked for).
+	// exits (a shutdown of many tools) or a daemon whose short-lived
+	// children keep being re-parented to the sidecar does not make it scan
+	// /proc back to back: at least 20 ms, and at least orphanGapDuty times
+	// the last look's duration (at most about 5% of a CPU however many exits).
 	orphanScanGap = 20 * time.Millisecond
 	orphanGapDuty = 20
 )
@@ -53,17 +52,13 @@ type orphanSet struct {
 	mu    sync.Mutex
 	stray int            // adopted orphans that belong to no tool
 	byTag map[string]int // adopted orphans attributed to a tool
-	kick  chan struct{}  // asks for a look; tokens do not pile up
 }
 
 // Orphans is how many live processes the sidecar adopted (re-parented to it,
-// not started by it) that belong to no tool, as of its last look; asking
-// also asks for a new look. They are killed when the session ends.
+// not started by it) that belong to no tool, as of its last look. It answers
+// from memory: a caller (hello) must not set the sidecar to work. They are
+// killed when the session ends.
 func (m *Manager) Orphans() int {
-	select {
-	case m.orph.kick <- struct{}{}:
-	default:
-	}
 	m.orph.mu.Lock()
 	defer m.orph.mu.Unlock()
 	return m.orph.stray
@@ -109,7 +104,6 @@ func (m *Manager) watchOrphans() {
 		case <-m.ctx.Done():
 			return
 		case <-m.mon.Reaped():
-		case <-m.orph.kick:
 		case <-timer.C:
 			ticked = true
 		}

@@ -148,6 +148,10 @@ class SidecarDeathTest(ManagerTestCase):
         sc = self.pm._connection()
         os.kill(sc.pid, signal.SIGSTOP)
         try:
+            # kill() returns before every thread has stopped: one still
+            # running (its CPU not yet interrupted) could answer the call.
+            self.assertTrue(support.wait_until(lambda: _all_threads_stopped(sc.pid)),
+                            "the sidecar's threads did not all stop")
             with self.assertRaises(SidecarError) as cm:
                 sc.call("list", {}, timeout=0.3)
             self.assertIn("did not answer", str(cm.exception))
@@ -163,6 +167,14 @@ class SidecarDeathTest(ManagerTestCase):
         p = self.pm.create(self.tag(), ["sleep", "300"])
         self.assertTrue(p.is_alive())
         self.assertTrue(support.running(p.pid))
+
+
+def _all_threads_stopped(pid):
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                return False
+    return True
 
 
 class InterruptTest(support.SidecarTestCase):
