@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -52,6 +53,11 @@ type orphanSet struct {
 	mu    sync.Mutex
 	stray int            // adopted orphans that belong to no tool
 	byTag map[string]int // adopted orphans attributed to a tool
+	// stopping counts stops in progress. Their own looks at the table record
+	// ancestry and take their members; an orphan look meanwhile (each member
+	// a stop kills may be reaped by the sidecar) would only compete with them
+	// for the CPU, so it waits until they are done.
+	stopping atomic.Int32
 }
 
 // Orphans is how many live processes the sidecar adopted (re-parented to it,
@@ -107,10 +113,10 @@ func (m *Manager) watchOrphans() {
 		case <-timer.C:
 			ticked = true
 		}
-		if gap, least := time.Since(last), max(orphanScanGap, orphanGapDuty*took); gap < least {
+		if gap, least := time.Since(last), max(orphanScanGap, orphanGapDuty*took); gap < least || m.orph.stopping.Load() > 0 {
 			// Too soon after the last look: look when the gap is over.
 			// (Since Go 1.23, Reset drops a value the timer already sent.)
-			timer.Reset(least - gap)
+			timer.Reset(max(least-gap, orphanScanGap))
 			deferred = true
 			continue
 		}

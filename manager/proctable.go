@@ -35,10 +35,11 @@ type procTable struct {
 	// called with mu held and must not call back into the table.
 	groups func() map[int]string
 
-	mu      sync.Mutex
-	taken   time.Time
-	entries []procEntry
-	tags    map[procKey]string // tag of this session's processes; "" for others
+	mu            sync.Mutex
+	taken         time.Time
+	ancestryTaken time.Time // the last pass of recordAncestry
+	entries       []procEntry
+	tags          map[procKey]string // tag of this session's processes; "" for others
 	// owner is the tool each live process of the snapshot belongs to (see
 	// above); processes of no tool are absent.
 	owner map[procKey]string
@@ -112,32 +113,55 @@ func (pt *procTable) refresh() {
 	}
 	pt.tags = seen // drop entries of processes that are gone
 	pt.unread = unread
-	pt.attributeByAncestry()
+	pt.owner = pt.attributeByAncestry(pt.entries)
 }
 
-// attributeByAncestry computes pt.owner for the current snapshot and records
-// the owners found through a parent, in one walk over the entries (each
-// parent chain is followed once; results are memoised). Called with mu held.
-func (pt *procTable) attributeByAncestry() {
+// recordAncestry reads the process table (stat only: no environment is
+// read) and records the owner of every process whose parent chain now leads
+// to a tool, without replacing the shared snapshot. A stop without cgroup
+// mode runs it just before it signals the tool's group, whose death breaks
+// those chains; reading the environments of the new processes too would
+// delay the signal (by tens of milliseconds under load, measured). Like a
+// snapshot, one pass serves every caller for snapshotTTL (a shutdown stops
+// every tool at once).
+func (pt *procTable) recordAncestry() {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if time.Since(pt.taken) < snapshotTTL || time.Since(pt.ancestryTaken) < snapshotTTL {
+		return // a pass that fresh has recorded it
+	}
+	entries, err := host.processes()
+	if err != nil {
+		return
+	}
+	pt.ancestryTaken = time.Now()
+	pt.attributeByAncestry(entries)
+}
+
+// attributeByAncestry returns the owner of each process of entries and
+// records the owners found through a parent, in one walk over the entries
+// (each parent chain is followed once; results are memoised). Records of
+// processes absent from entries are dropped. Called with mu held.
+func (pt *procTable) attributeByAncestry(entries []procEntry) map[procKey]string {
 	groups := pt.groups()
-	byPid := make(map[int]int, len(pt.entries)) // pid → index in entries
-	for i, e := range pt.entries {
+	byPid := make(map[int]int, len(entries)) // pid → index in entries
+	for i, e := range entries {
 		byPid[e.pid] = i
 	}
 	owner := make(map[procKey]string, len(pt.owner))
-	done := make([]bool, len(pt.entries))
+	done := make([]bool, len(entries))
 	var chain []int
-	for i := range pt.entries {
+	for i := range entries {
 		// Walk up from entry i until an entry whose owner is known (decided
 		// earlier in this pass, or a seed), then assign down the chain.
 		chain = chain[:0]
 		tag := ""
 		for j := i; ; {
 			if done[j] {
-				tag = owner[procKey{pt.entries[j].pid, pt.entries[j].start}]
+				tag = owner[procKey{entries[j].pid, entries[j].start}]
 				break
 			}
-			e := pt.entries[j]
+			e := entries[j]
 			k := procKey{e.pid, e.start}
 			done[j] = true // also guards against a cycle in a racy snapshot
 			if e.pid == pt.self || e.pid <= 1 {
@@ -159,7 +183,7 @@ func (pt *procTable) attributeByAncestry() {
 			continue
 		}
 		for _, j := range chain {
-			e := pt.entries[j]
+			e := entries[j]
 			k := procKey{e.pid, e.start}
 			owner[k] = tag
 			if !e.zombie {
@@ -172,7 +196,7 @@ func (pt *procTable) attributeByAncestry() {
 			delete(pt.recorded, k) // gone (or recycled: another start time)
 		}
 	}
-	pt.owner = owner
+	return owner
 }
 
 // seedOwner is the owner of a process known without its parent: its mark,

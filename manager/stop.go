@@ -94,6 +94,8 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 // it stops) get the stop signal once each, since a second SIGTERM can re-enter
 // a tool's handler; in the kill phase every round SIGKILLs whatever is found.
 func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
+	m.orph.stopping.Add(1) // the stop's own looks serve; orphan looks wait
+	defer m.orph.stopping.Add(-1)
 	r := t.current()
 	m.stopTree(t, r, sig, grace)
 	m.killStrays(t, r)
@@ -197,14 +199,13 @@ func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill 
 	if cgroupKill && t.cg != nil {
 		t.cg.kill()
 	}
-	// Without a cgroup, look at the process table first: the group's signal
-	// kills parents, and a member found only by ancestry (no mark, out of
-	// the group) must be seen while its parent chain still leads to the tool
-	// — once seen, the table keeps it the tool's. In cgroup mode the cgroup
-	// holds every member, so the group, most of the tree, goes first.
-	var members []procEntry
+	// Without a cgroup, record ancestry first: the group's signal kills
+	// parents, and a member found only by ancestry (no mark, out of the
+	// group) must be seen while its parent chain still leads to the tool —
+	// once seen, the table keeps it the tool's. In cgroup mode the cgroup
+	// holds every member. Then the group, most of the tree, and a full look.
 	if t.cg == nil {
-		members = m.membersOf(t, r)
+		m.procs.recordAncestry()
 	}
 	groupSent := false
 	m.mon.WithTracked(func(tracked func(int) bool) {
@@ -213,9 +214,7 @@ func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill 
 			groupSent = true
 		}
 	})
-	if t.cg != nil {
-		members = m.membersOf(t, r)
-	}
+	members := m.membersOf(t, r)
 	m.mon.WithTracked(func(tracked func(int) bool) {
 		for _, e := range members {
 			if !groupSent && e.pgid == r.pid {
