@@ -321,22 +321,40 @@ func (s *sweeper) await(stdin *os.File, deathSig <-chan os.Signal) string {
 	}
 }
 
-// sweep kills the session round after round until a round finds nothing and
-// leaves no environment to read again, or killWait passes. It returns how
+// sweepQuiet is how long the rounds must keep finding nothing before the
+// sweep ends.
+const sweepQuiet = 20 * time.Millisecond
+
+// sweep kills the session round after round until the rounds have found
+// nothing, and left no environment to read again, for sweepQuiet, or
+// killWait passes. It returns how
 // many processes it signalled and the pids still there at the end.
 func (s *sweeper) sweep() (killed int, left []int) {
 	deadline := time.Now().Add(killWait)
 	pause := time.Millisecond
 	seen := map[int]bool{}
 	unreadable := map[procKey]time.Time{} // first seen with an empty environ
+	var quiet time.Time                   // when a round first found nothing
 	for {
 		found, pending := s.round(unreadable)
 		for _, pid := range found {
 			seen[pid] = true
 		}
 		if len(found) == 0 && !pending {
-			return len(seen), nil
+			// A process being forked when the round listed /proc (by a
+			// member dying of its parent-death signal just then) is not
+			// listed yet: believe an empty round once another, a while
+			// later, agrees.
+			if !quiet.IsZero() && time.Since(quiet) >= sweepQuiet {
+				return len(seen), nil
+			}
+			if quiet.IsZero() {
+				quiet = time.Now()
+			}
+			time.Sleep(sweepQuiet / 4)
+			continue
 		}
+		quiet = time.Time{}
 		if time.Now().After(deadline) {
 			return len(seen), found
 		}
