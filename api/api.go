@@ -110,8 +110,12 @@ type helloResult struct {
 	Session  string   `json:"session"`
 	Features []string `json:"features"`
 	// WatchdogPid is the session watchdog's pid, absent when none runs.
-	WatchdogPid int        `json:"watchdog_pid,omitempty"`
-	Cgroup      cgroupMode `json:"cgroup"`
+	WatchdogPid int `json:"watchdog_pid,omitempty"`
+	// Orphans counts the processes the sidecar adopted that belong to no
+	// tool (killed when the session ends); those of a tool are in its
+	// ProcessInfo's orphans.
+	Orphans int        `json:"orphans"`
+	Cgroup  cgroupMode `json:"cgroup"`
 }
 
 // cgroupMode says whether each tool gets a cgroup v2 of its own: with the
@@ -126,7 +130,7 @@ func (s *service) hello(context.Context, struct{}) (helloResult, error) {
 	return helloResult{
 		Name: "procmgr", Version: s.opts.Version, Protocol: Protocol,
 		Pid: os.Getpid(), Session: s.m.Session(), Features: s.opts.Features,
-		WatchdogPid: s.m.WatchdogPid(), Cgroup: s.cgroupMode(),
+		WatchdogPid: s.m.WatchdogPid(), Orphans: s.m.Orphans(), Cgroup: s.cgroupMode(),
 	}, nil
 }
 

@@ -27,12 +27,13 @@ type processInfo struct {
 	Restarts  int      `json:"restarts"`
 	StartedAt string   `json:"started_at"`
 	ExitedAt  *string  `json:"exited_at"`
+	Orphans   int      `json:"orphans"`
 }
 
 func toProcessInfo(in manager.Info) processInfo {
 	pi := processInfo{
 		Tag: in.Tag, Argv: in.Argv, Pid: in.Pid, Pgid: in.Pgid,
-		State: string(in.State), Alive: in.Alive, Restarts: in.Restarts,
+		State: string(in.State), Alive: in.Alive, Restarts: in.Restarts, Orphans: in.Orphans,
 		StartedAt: in.StartedAt.UTC().Format(time.RFC3339Nano),
 	}
 	if in.Exited {

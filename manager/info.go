@@ -29,4 +29,7 @@ type Info struct {
 	Restarts  int // how many times the restart policy started it again
 	StartedAt time.Time
 	ExitedAt  time.Time
+	// Orphans counts the processes of the tool the sidecar adopted (their
+	// parent exited and they were re-parented to it), as of its last look.
+	Orphans int
 }

@@ -48,6 +48,7 @@ type Manager struct {
 	cg      *cgroupSet // nil: process groups and environment attribution only
 	wd      watchdog   // the session watchdog (watchdog.go)
 	acct    accounting // attributes orphans' CPU to runs (stats.go)
+	orph    orphanSet  // adopted orphans (orphans.go)
 
 	mu       sync.Mutex
 	tools    map[string]*tool // a nil value reserves a tag while its create is in flight
@@ -100,7 +101,7 @@ func New(cfg Config) (*Manager, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{
+	m := &Manager{
 		ctx:     ctx,
 		cancel:  cancel,
 		cg:      cg,
@@ -108,11 +109,13 @@ func New(cfg Config) (*Manager, error) {
 		log:     cfg.Logger,
 		mon:     NewMonitor(cfg.Logger),
 		spawner: newSpawner(),
-		procs:   newProcTable(cfg.Session),
 		devnull: devnull,
 		ownPgid: syscall.Getpgrp(),
 		tools:   make(map[string]*tool),
-	}, nil
+	}
+	m.procs = newProcTable(cfg.Session, m.toolGroups)
+	go m.watchOrphans()
+	return m, nil
 }
 
 // Session is the id every tool carries in PROCMGR_SESSION.

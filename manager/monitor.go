@@ -49,6 +49,7 @@ type Monitor struct {
 	tracked map[int]func(Exit)
 	log     *slog.Logger
 	sigchld chan os.Signal
+	reaped  chan struct{} // gets a token after a reap collected something
 	stop    chan struct{}
 	done    chan struct{}
 
@@ -63,6 +64,7 @@ func NewMonitor(log *slog.Logger) *Monitor {
 		tracked: make(map[int]func(Exit)),
 		log:     log,
 		sigchld: make(chan os.Signal, 1),
+		reaped:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -92,7 +94,7 @@ func (m *Monitor) loop() {
 func (m *Monitor) reap() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for {
+	for n := 0; ; n++ {
 		var ws unix.WaitStatus
 		var ru unix.Rusage
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, &ru)
@@ -100,6 +102,12 @@ func (m *Monitor) reap() {
 			continue
 		}
 		if pid <= 0 || err != nil {
+			if n > 0 {
+				select { // an exit may have re-parented processes to us
+				case m.reaped <- struct{}{}:
+				default:
+				}
+			}
 			return
 		}
 		if ws.Stopped() || ws.Continued() {
@@ -117,6 +125,11 @@ func (m *Monitor) reap() {
 		onExit(exitFromStatus(pid, ws, &ru))
 	}
 }
+
+// Reaped yields a token after a reap collected one or more children: a
+// tool's exit re-parents its orphaned children to the sidecar, an adopted
+// orphan's exit changes what is left. Tokens do not pile up.
+func (m *Monitor) Reaped() <-chan struct{} { return m.reaped }
 
 // Track runs start, which must create exactly one child and return its pid, and
 // registers onExit for it before any reap can run, so even a child that exits at

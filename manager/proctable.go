@@ -19,14 +19,33 @@ const (
 // stops a thousand tools at once scans the process table once per round, not a
 // thousand times. Environment attribution is read once per process (keyed by
 // pid and start time) and cached.
+//
+// Every snapshot also attributes each process to a tool — its owner — by
+// the first of: its PROCMGR_TAG (with this session's PROCMGR_SESSION); the
+// process group of a tool's current run; an owner recorded in an earlier
+// snapshot; its parent's owner. The last one is ancestry: a descendant that
+// cleared its environment and left the group (setsid) is still its tool's
+// while its parent chain leads there, and once seen so it stays its tool's
+// after that chain breaks (its parent exits and it is re-parented to the
+// sidecar). One /proc pass per snapshot serves every tool.
 type procTable struct {
 	session string
 	self    int
+	// groups lists the tools' current process groups (pgid → tag). It is
+	// called with mu held and must not call back into the table.
+	groups func() map[int]string
 
-	mu      sync.Mutex
-	taken   time.Time
-	entries []procEntry
-	tags    map[procKey]string // tag of this session's processes; "" for others
+	mu            sync.Mutex
+	taken         time.Time
+	ancestryTaken time.Time // the last pass of recordAncestry
+	entries       []procEntry
+	tags          map[procKey]string // tag of this session's processes; "" for others
+	// owner is the tool each live process of the snapshot belongs to (see
+	// above); processes of no tool are absent.
+	owner map[procKey]string
+	// recorded holds owners found by ancestry, kept while the process lives
+	// so that it stays attributed after its parent chain breaks.
+	recorded map[procKey]string
 	// unread: processes whose environment read empty, since when.
 	// They are read again in every snapshot for envSettle, then taken as not ours.
 	unread   map[procKey]time.Time
@@ -47,8 +66,13 @@ type procKey struct {
 
 const snapshotTTL = 2 * time.Millisecond
 
-func newProcTable(session string) *procTable {
-	return &procTable{session: session, self: os.Getpid(), tags: make(map[procKey]string), unread: make(map[procKey]time.Time)}
+func newProcTable(session string, groups func() map[int]string) *procTable {
+	if groups == nil {
+		groups = func() map[int]string { return nil }
+	}
+	return &procTable{session: session, self: os.Getpid(), groups: groups,
+		tags: make(map[procKey]string), unread: make(map[procKey]time.Time),
+		owner: make(map[procKey]string), recorded: make(map[procKey]string)}
 }
 
 // refresh takes a new snapshot unless the current one is fresh. Called with mu held.
@@ -89,6 +113,111 @@ func (pt *procTable) refresh() {
 	}
 	pt.tags = seen // drop entries of processes that are gone
 	pt.unread = unread
+	pt.owner = pt.attributeByAncestry(pt.entries)
+}
+
+// recordAncestry reads the process table (stat only: no environment is
+// read) and records the owner of every process whose parent chain now leads
+// to a tool, without replacing the shared snapshot. A stop without cgroup
+// mode runs it just before it signals the tool's group, whose death breaks
+// those chains; reading the environments of the new processes too would
+// delay the signal (by tens of milliseconds under load, measured). Like a
+// snapshot, one pass serves every caller for snapshotTTL (a shutdown stops
+// every tool at once).
+func (pt *procTable) recordAncestry() {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if time.Since(pt.taken) < snapshotTTL || time.Since(pt.ancestryTaken) < snapshotTTL {
+		return // a pass that fresh has recorded it
+	}
+	entries, err := host.processes()
+	if err != nil {
+		return
+	}
+	pt.ancestryTaken = time.Now()
+	pt.attributeByAncestry(entries)
+}
+
+// attributeByAncestry returns the owner of each process of entries and
+// records the owners found through a parent, in one walk over the entries
+// (each parent chain is followed once; results are memoised). Records of
+// processes absent from entries are dropped. Called with mu held.
+func (pt *procTable) attributeByAncestry(entries []procEntry) map[procKey]string {
+	groups := pt.groups()
+	byPid := make(map[int]int, len(entries)) // pid → index in entries
+	for i, e := range entries {
+		byPid[e.pid] = i
+	}
+	owner := make(map[procKey]string, len(pt.owner))
+	done := make([]bool, len(entries))
+	var chain []int
+	for i := range entries {
+		// Walk up from entry i until an entry whose owner is known (decided
+		// earlier in this pass, or a seed), then assign down the chain.
+		chain = chain[:0]
+		tag := ""
+		for j := i; ; {
+			if done[j] {
+				tag = owner[procKey{entries[j].pid, entries[j].start}]
+				break
+			}
+			e := entries[j]
+			k := procKey{e.pid, e.start}
+			done[j] = true // also guards against a cycle in a racy snapshot
+			if e.pid == pt.self || e.pid <= 1 {
+				break // the sidecar and init own nothing by descent
+			}
+			if t := pt.seedOwner(e, k, groups); t != "" {
+				owner[k] = t
+				tag = t
+				break
+			}
+			chain = append(chain, j)
+			p, ok := byPid[e.ppid]
+			if !ok || e.ppid == pt.self || e.ppid <= 1 {
+				break // an adopted orphan, init's child, or a parent gone
+			}
+			j = p
+		}
+		if tag == "" {
+			continue
+		}
+		for _, j := range chain {
+			e := entries[j]
+			k := procKey{e.pid, e.start}
+			owner[k] = tag
+			if !e.zombie {
+				pt.recorded[k] = tag
+			}
+		}
+	}
+	for k := range pt.recorded {
+		if _, live := owner[k]; !live {
+			delete(pt.recorded, k) // gone (or recycled: another start time)
+		}
+	}
+	return owner
+}
+
+// seedOwner is the owner of a process known without its parent: its mark,
+// its tool's process group, or an owner recorded earlier.
+func (pt *procTable) seedOwner(e procEntry, k procKey, groups map[int]string) string {
+	if t := pt.tags[k]; t != "" {
+		return t
+	}
+	if t, ok := groups[e.pgid]; ok {
+		return t
+	}
+	return pt.recorded[k]
+}
+
+// record attributes a live process to a tool from outside the snapshot (an
+// adopted orphan found in a tool's cgroup), for as long as it lives.
+func (pt *procTable) record(k procKey, tag string) {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	pt.recorded[k] = tag
+	pt.owner[k] = tag
 }
 
 // unsettled reports whether some process's environment could not be read yet
@@ -128,7 +257,8 @@ func (pt *procTable) attribute(pid int) (tag string, known bool) {
 }
 
 // membersOf lists the live (non-zombie) processes of a tool: those in its
-// process group and those whose environment names the tool in this session.
+// process group, those whose environment names the tool in this session, and
+// their descendants (see procTable: ancestry, recorded or current).
 func (pt *procTable) membersOf(pgid int, tag string) []procEntry {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
@@ -138,24 +268,65 @@ func (pt *procTable) membersOf(pgid int, tag string) []procEntry {
 		if e.zombie || e.pid == pt.self {
 			continue
 		}
-		if e.pgid == pgid || (tag != "" && pt.tags[procKey{e.pid, e.start}] == tag) {
+		if e.pgid == pgid || (tag != "" && pt.owner[procKey{e.pid, e.start}] == tag) {
 			out = append(out, e)
 		}
 	}
 	return out
 }
 
-// sessionMembers lists every live process that carries this session's mark,
-// whatever its tag.
-func (pt *procTable) sessionMembers() []int {
+// leftovers lists every live process the session is answerable for: those
+// carrying its mark or attributed to a tool, and every descendant of the
+// sidecar (adopted orphans and theirs) but the processes named in spare and
+// their descendants. It is what a shutdown kills after the tools' stops.
+func (pt *procTable) leftovers(spare map[int]bool) []procEntry {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
 	pt.refresh()
-	var out []int
+	byPid := make(map[int]procEntry, len(pt.entries))
 	for _, e := range pt.entries {
-		if !e.zombie && e.pid != pt.self && pt.tags[procKey{e.pid, e.start}] != "" {
-			out = append(out, e.pid)
+		byPid[e.pid] = e
+	}
+	fromSelf := make(map[int]bool, len(pt.entries)) // memo: descends from the sidecar (not via spare)
+	var below func(pid, depth int) bool
+	below = func(pid, depth int) bool {
+		e, ok := byPid[pid]
+		if !ok || depth > len(byPid) || spare[pid] || pid <= 1 {
+			return false
+		}
+		if v, ok := fromSelf[pid]; ok {
+			return v
+		}
+		v := e.ppid == pt.self || below(e.ppid, depth+1)
+		fromSelf[pid] = v
+		return v
+	}
+	var out []procEntry
+	for _, e := range pt.entries {
+		if e.zombie || e.pid == pt.self || e.pid <= 1 || spare[e.pid] {
+			continue
+		}
+		k := procKey{e.pid, e.start}
+		if pt.tags[k] != "" || pt.owner[k] != "" || below(e.pid, 0) {
+			out = append(out, e)
 		}
 	}
 	return out
+}
+
+// adopted lists the live children of the sidecar in the shared snapshot
+// (taken now unless one is fresh: a stop in progress may have just taken
+// it), with the tool each belongs to ("" for none). Which of them the
+// sidecar started itself (tools, the watchdog) only its Monitor knows.
+func (pt *procTable) adopted() (children []procEntry, owners []string) {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	pt.refresh()
+	for _, e := range pt.entries {
+		if e.ppid == pt.self && !e.zombie {
+			children = append(children, e)
+			owners = append(owners, pt.owner[procKey{e.pid, e.start}])
+		}
+	}
+	return children, owners
 }

@@ -262,7 +262,7 @@ func (pt *procTable) membersOfEach(keys []memberKey) [][]procEntry {
 		for _, i := range g {
 			out[i] = append(out[i], e)
 		}
-		if tag := pt.tags[procKey{e.pid, e.start}]; tag != "" {
+		if tag := pt.owner[procKey{e.pid, e.start}]; tag != "" {
 			for _, i := range byTag[tag] {
 				if keys[i].pgid != e.pgid { // not already added through its group
 					out[i] = append(out[i], e)

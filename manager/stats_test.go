@@ -9,18 +9,20 @@ import (
 )
 
 // membersOfEach is an index over the same snapshot membersOf scans: on a
-// random table (groups, marks, other sessions' processes, zombies, the
-// sidecar itself) both must find the same members for every tool.
+// random table (groups, marks, ancestry, other sessions' processes, zombies,
+// the sidecar itself) both must find the same members for every tool.
 func TestMembersOfEachFindsWhatMembersOfFinds(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for trial := 0; trial < 50; trial++ {
-		pt := newProcTable("s")
-		pt.self = 1000
 		nTools := 1 + rng.IntN(20)
 		var keys []memberKey
+		groups := map[int]string{}
 		for i := 0; i < nTools; i++ {
 			keys = append(keys, memberKey{pgid: 2000 + i, tag: fmt.Sprint("t", i)})
+			groups[2000+i] = fmt.Sprint("t", i)
 		}
+		pt := newProcTable("s", func() map[int]string { return groups })
+		pt.self = 1000
 		if rng.IntN(3) == 0 {
 			keys = append(keys, memberKey{pgid: 2000, tag: ""}) // a key without a tag
 		}
@@ -31,7 +33,8 @@ func TestMembersOfEachFindsWhatMembersOfFinds(t *testing.T) {
 				pt.tags[procKey{e.pid, e.start}] = fmt.Sprint("t", rng.IntN(nTools+3))
 			}
 		}
-		pt.taken = time.Now().Add(time.Hour) // fresh: no refresh from the real /proc
+		pt.owner = pt.attributeByAncestry(pt.entries) // what refresh does after reading /proc
+		pt.taken = time.Now().Add(time.Hour)          // fresh: no refresh from the real /proc
 
 		each := pt.membersOfEach(keys)
 		for i, k := range keys {

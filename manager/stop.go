@@ -68,6 +68,7 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 		timeout = t.stopTimeout
 	}
 	m.terminate(t, sig, timeout)
+	t.orphans.Store(0) // its adopted orphans went with the tree
 	if t.cg != nil {
 		t.cg.release()
 	}
@@ -95,6 +96,8 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 // it stops) get the stop signal once each, since a second SIGTERM can re-enter
 // a tool's handler; in the kill phase every round SIGKILLs whatever is found.
 func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
+	m.orph.stopping.Add(1) // the stop's own looks serve; orphan looks wait
+	defer m.orph.stopping.Add(-1)
 	r := t.current()
 	m.stopTree(t, r, sig, grace, true)
 	m.killStrays(t, r)
@@ -206,8 +209,14 @@ func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill 
 	if cgroupKill && t.cg != nil {
 		t.cg.kill()
 	}
-	// The group first, while its leader is unreaped: it is most of the tree,
-	// and its signal need not wait for a look at the process table.
+	// Without a cgroup, record ancestry first: the group's signal kills
+	// parents, and a member found only by ancestry (no mark, out of the
+	// group) must be seen while its parent chain still leads to the tool —
+	// once seen, the table keeps it the tool's. In cgroup mode the cgroup
+	// holds every member. Then the group, most of the tree, and a full look.
+	if t.cg == nil {
+		m.procs.recordAncestry()
+	}
 	groupSent := false
 	m.mon.WithTracked(func(tracked func(int) bool) {
 		if tracked(r.pid) {
@@ -235,8 +244,11 @@ func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill 
 // membersOf lists the tool's live processes. In cgroup mode the cgroup is
 // the membership — no descendant can fork outside it — so only its members
 // are looked at, not the whole process table (see killStrays for the rest).
-// Otherwise: the current run's process group and the processes carrying the
-// tool's mark, which finds the members that left the group.
+// Otherwise: the current run's process group, the processes carrying the
+// tool's mark, and their descendants, recorded or current (procTable), which
+// finds the members that left the group, marked or not. Each call is one
+// pass over /proc (shared by concurrent callers); the stop loop calls it
+// until a pass finds nothing, so a tree that forks while stopped is taken.
 func (m *Manager) membersOf(t *tool, r *run) []procEntry {
 	if t.cg == nil {
 		return m.procs.membersOf(r.pid, t.tag)
@@ -275,8 +287,9 @@ func (m *Manager) killPid(pid int, sig syscall.Signal) {
 
 // Shutdown refuses new tools, stops every tool in parallel (each with its own
 // stop signal, and grace unless it is negative, else its own stop timeout), then
-// kills any process still carrying this session's mark. It returns how many
-// tools it stopped. ctx bounds the wait; a call after the first stops what is
+// kills any process still carrying this session's mark and every adopted
+// orphan (see sweep). It returns how many tools it stopped. ctx bounds the
+// wait; a call after the first stops what is
 // left and returns.
 func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 	m.mu.Lock()
@@ -322,25 +335,33 @@ func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 	return stopped
 }
 
-// sweep SIGKILLs every live process that still carries this session's mark
-// (descendants of tools released earlier, or of a create that raced the
-// shutdown), for a bounded time.
+// sweep SIGKILLs, round after round for a bounded time, every live process
+// that still carries this session's mark or belongs to a tool (descendants
+// of tools released earlier, or of a create that raced the shutdown) and
+// every descendant of the sidecar but the watchdog: adopted orphans no tool
+// could claim (an env-clearing setsid daemon) end here, with their children.
 func (m *Manager) sweep() {
 	deadline := time.Now().Add(killWait)
+	spare := map[int]bool{}
 	for {
+		if pid := m.WatchdogPid(); pid != 0 {
+			spare[pid] = true
+		}
 		if m.cg != nil {
 			KillCgroupTree(m.cg.Dir())
 		}
-		pids := m.procs.sessionMembers()
-		if (len(pids) == 0 && !m.procs.unsettled()) || time.Now().After(deadline) {
-			if len(pids) > 0 {
+		left := m.procs.leftovers(spare)
+		if (len(left) == 0 && !m.procs.unsettled()) || time.Now().After(deadline) {
+			if len(left) > 0 {
+				pids := make([]int, len(left))
+				for i, e := range left {
+					pids[i] = e.pid
+				}
 				m.log.Error("session processes survive SIGKILL", "pids", pids)
 			}
 			return
 		}
-		for _, pid := range pids {
-			m.killPid(pid, syscall.SIGKILL)
-		}
+		m.killLeftovers(left)
 		time.Sleep(5 * time.Millisecond)
 	}
 }

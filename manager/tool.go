@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -23,6 +24,8 @@ type tool struct {
 	settled     chan struct{}
 
 	runMu sync.Mutex // held while a restart starts a run; Stop waits for it
+
+	orphans atomic.Int32 // adopted orphans attributed to the tool, as last seen (orphans.go)
 
 	mu        sync.Mutex
 	run       *run // the current (or last) run of the main process
@@ -105,6 +108,7 @@ func (t *tool) infoLocked() Info {
 		Alive:     !r.reaped,
 		Restarts:  t.restarts,
 		StartedAt: r.startedAt,
+		Orphans:   int(t.orphans.Load()),
 	}
 	if r.main != 0 {
 		in.Pgid = r.mainPgid

@@ -376,22 +376,40 @@ func (s *sweeper) terminate(grace time.Duration) int {
 	return len(termed)
 }
 
-// sweep kills the session round after round until a round finds nothing and
-// leaves no environment to read again, or killWait passes. It returns how
+// sweepQuiet is how long the rounds must keep finding nothing before the
+// sweep ends.
+const sweepQuiet = 20 * time.Millisecond
+
+// sweep kills the session round after round until the rounds have found
+// nothing, and left no environment to read again, for sweepQuiet, or
+// killWait passes. It returns how
 // many processes it signalled and the pids still there at the end.
 func (s *sweeper) sweep() (killed int, left []int) {
 	deadline := time.Now().Add(killWait)
 	pause := time.Millisecond
 	seen := map[int]bool{}
 	unreadable := map[procKey]time.Time{} // first seen with an empty environ
+	var quiet time.Time                   // when a round first found nothing
 	for {
 		found, pending := s.round(unreadable)
 		for _, pid := range found {
 			seen[pid] = true
 		}
 		if len(found) == 0 && !pending {
-			return len(seen), nil
+			// A process being forked when the round listed /proc (by a
+			// member dying of its parent-death signal just then) is not
+			// listed yet: believe an empty round once another, a while
+			// later, agrees.
+			if !quiet.IsZero() && time.Since(quiet) >= sweepQuiet {
+				return len(seen), nil
+			}
+			if quiet.IsZero() {
+				quiet = time.Now()
+			}
+			time.Sleep(sweepQuiet / 4)
+			continue
 		}
+		quiet = time.Time{}
 		if time.Now().After(deadline) {
 			return len(seen), found
 		}
@@ -471,11 +489,14 @@ func (s *sweeper) members(unreadable map[procKey]time.Time) (out []procEntry, pe
 			bySid = false
 		}
 	}
+	// Decide every process first, then kill: a kill re-parents the
+	// victim's children, and ancestry must be read before that.
+	ours := make(map[int]bool, len(entries))
 	for _, e := range entries {
 		if e.zombie || e.pid <= 1 || e.pid == s.self || e.pid == s.cfg.SidecarPid {
 			continue
 		}
-		ours, known := s.member(e.pid, bySid)
+		member, known := s.member(e.pid, bySid)
 		if !known {
 			k := procKey{e.pid, e.start}
 			first, ok := unreadable[k]
@@ -486,11 +507,52 @@ func (s *sweeper) members(unreadable map[procKey]time.Time) (out []procEntry, pe
 			pending = pending || time.Since(first) < envSettle
 			continue
 		}
-		if ours {
+		ours[e.pid] = member
+	}
+	for _, pid := range descendantsOf(entries, ours, s.self) {
+		ours[pid] = true
+	}
+	for _, e := range entries {
+		if ours[e.pid] && !e.zombie {
 			out = append(out, e)
 		}
 	}
 	return out, pending, nil
+}
+
+// descendantsOf lists the live processes of entries, not themselves marked
+// in ours, whose parent chain leads to a process marked true in ours: a
+// member's child that cleared its environment and left the session is still
+// the session's while its parent lives. The chain is not followed through
+// spare (the watchdog). One walk, memoised.
+func descendantsOf(entries []procEntry, ours map[int]bool, spare int) []int {
+	parent := make(map[int]int, len(entries))
+	for _, e := range entries {
+		if !e.zombie {
+			parent[e.pid] = e.ppid
+		}
+	}
+	memo := make(map[int]bool, len(entries))
+	var below func(pid, depth int) bool
+	below = func(pid, depth int) bool {
+		if ours[pid] {
+			return true
+		}
+		if v, ok := memo[pid]; ok {
+			return v
+		}
+		pp, ok := parent[pid]
+		v := ok && pid > 1 && pid != spare && depth < len(parent) && below(pp, depth+1)
+		memo[pid] = v
+		return v
+	}
+	var out []int
+	for _, e := range entries {
+		if !e.zombie && e.pid > 1 && e.pid != spare && !ours[e.pid] && below(e.pid, 0) {
+			out = append(out, e.pid)
+		}
+	}
+	return out
 }
 
 // member reports whether pid belongs to the session: it carries its mark, or

@@ -113,6 +113,9 @@ func hostMain(mode string) int {
 		}
 		report(r)
 		return 0
+
+	case "user-host":
+		return userHostMain() // unprivileged_test.go
 	}
 	return fail(fmt.Errorf("unknown host mode %q", mode))
 }
@@ -576,9 +579,10 @@ func TestRepliesSurviveAHostThatPausesReading(t *testing.T) {
 func TestOrphanedDescendantsAreReapedBySidecar(t *testing.T) {
 	t.Parallel()
 	sc := startSidecar(t)
-	// The subshell exits at once: its short sleep is orphaned while the tool
-	// runs on, comes to the sidecar (a subreaper), and must be reaped there.
-	info := sc.create(client.CreateParams{Tag: "orphaner", Argv: sh(`( /bin/sleep 0.3 & ); exec /bin/sleep 1000`)})
+	// The subshell exits at once: its sleep (3 s, long enough to be seen on a
+	// loaded machine) is orphaned while the tool runs on, comes to the
+	// sidecar (a subreaper), and must be reaped there.
+	info := sc.create(client.CreateParams{Tag: "orphaner", Argv: sh(`( /bin/sleep 3 & ); exec /bin/sleep 1000`)})
 	var orphan procID
 	end := time.Now().Add(10 * time.Second)
 	for orphan.Pid == 0 {

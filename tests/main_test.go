@@ -85,6 +85,7 @@ func testMain(m *testing.M) int {
 	}
 
 	code := m.Run()
+	removeOrdinaryUserFiles()
 
 	if leaks := sweepLeaks(); len(leaks) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: %d process(es) of this test run outlived their tests (killed now):\n", len(leaks))

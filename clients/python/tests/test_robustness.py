@@ -174,6 +174,14 @@ class SidecarDeathTest(ManagerTestCase):
         self.assertTrue(support.running(p.pid))
 
 
+def _all_threads_stopped(pid):
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                return False
+    return True
+
+
 class InterruptTest(support.SidecarTestCase):
     def test_ctrl_c_during_a_call_leaves_the_manager_usable(self):
         res = support.run_host(r"""
