@@ -236,7 +236,7 @@ func dropLiveCgroups(pid int, candidates map[string]bool) error {
 	base := "/proc/" + strconv.Itoa(pid)
 	if cmdline, err := os.ReadFile(base + "/cmdline"); err == nil {
 		for _, arg := range bytes.Split(cmdline, []byte{0}) {
-			delete(candidates, string(arg))
+			dropHeld(candidates, string(arg))
 		}
 	}
 	fds, err := os.ReadDir(base + "/fd")
@@ -248,8 +248,17 @@ func dropLiveCgroups(pid int, candidates map[string]bool) error {
 	}
 	for _, fd := range fds {
 		if target, err := os.Readlink(base + "/fd/" + fd.Name()); err == nil {
-			delete(candidates, target)
+			dropHeld(candidates, target)
 		}
 	}
 	return nil
+}
+
+// dropHeld removes from candidates the session cgroup that path is, or is
+// inside: a sidecar that holds one of its tool cgroups open (as CgroupFD
+// does around a clone) is as alive as one that holds the session's.
+func dropHeld(candidates map[string]bool, path string) {
+	for dir := path; len(dir) > 1; dir = filepath.Dir(dir) {
+		delete(candidates, dir)
+	}
 }
