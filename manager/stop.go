@@ -96,6 +96,12 @@ func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	r := t.current()
 	m.stopTree(t, r, sig, grace)
 	m.killStrays(t, r)
+	// Every member is dead now, but the ones orphaned to the sidecar stay
+	// zombies until reaped (a dead process's children are handed to the
+	// subreaper when it dies, so by now every dead member's parent is the
+	// sidecar): reap them before the stop returns rather than on the
+	// reaper's next SIGCHLD.
+	m.mon.Reap()
 }
 
 func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Duration) {
