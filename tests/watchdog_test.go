@@ -58,40 +58,45 @@ func watchdogOf(t *testing.T, sc *sidecar, h watchdogHello) procID {
 }
 
 // escapingTrees are trees that a sidecar's SIGKILL alone does not end: only
-// their direct tools carry the parent-death signal.
+// their direct tools carry the parent-death signal. Every process that lasts
+// is a /bin/sleep or one of the shells counted in shells; the others (the
+// daemon's launcher, which exits 0 by design, and its subshell) are
+// transient and must not be mistaken for members.
 var escapingTrees = []struct {
-	tag  string
-	argv []string
-	size int // processes that outlive the tool's main process, or are it
+	tag    string
+	argv   []string
+	sleeps int // lasting /bin/sleep processes
+	shells int // lasting shells (the main process that waits, a nested sh)
 }{
-	{"escaper", sh(`/usr/bin/setsid /bin/sleep 1000 & wait`), 2},
-	{"daemon", sh(`(/usr/bin/setsid /bin/sh -c "/bin/sleep 1000 & exec /bin/sleep 1000" &); exit 0`), 2},
-	{"grandchildren", sh(`/bin/sh -c "/bin/sleep 1000 & wait" & wait`), 3},
+	{"escaper", sh(`/usr/bin/setsid /bin/sleep 1000 & wait`), 1, 1},
+	{"daemon", sh(`(/usr/bin/setsid /bin/sh -c "/bin/sleep 1000 & exec /bin/sleep 1000" &); exit 0`), 2, 0},
+	{"grandchildren", sh(`/bin/sh -c "/bin/sleep 1000 & wait" & wait`), 1, 2},
 	// Clears its environment but stays in the tool's group and session.
-	{"envless", sh(`/usr/bin/env -i /bin/sleep 1000 & wait`), 2},
+	{"envless", sh(`/usr/bin/env -i /bin/sleep 1000 & wait`), 1, 1},
 }
 
-// startEscapingTrees creates escapingTrees and returns every process of them
-// once all exist, and the session.
+// startEscapingTrees creates escapingTrees and returns every lasting process
+// of them once all exist and the transient ones are gone, and the session.
 func startEscapingTrees(t *testing.T, sc *sidecar) ([]procID, string) {
 	t.Helper()
 	if _, err := os.Stat("/usr/bin/setsid"); err != nil {
 		t.Skip("needs /usr/bin/setsid")
 	}
 	session := ""
-	want := 0
-	var envless int
+	sleeps, total := 0, 0
+	var envless, daemon int
 	for _, tr := range escapingTrees {
 		info := sc.create(client.CreateParams{Tag: tr.tag, Argv: tr.argv})
-		if tr.tag == "envless" {
+		switch tr.tag {
+		case "envless":
 			envless = info.Pgid
-		}
-		if tr.tag == "escaper" {
+		case "escaper":
 			session = toolSession(t, info.Pid)
+		case "daemon":
+			daemon = info.Pid
 		}
-		if tr.tag != "envless" {
-			want += tr.size
-		}
+		sleeps += tr.sleeps
+		total += tr.sleeps + tr.shells
 	}
 	if session == "" {
 		t.Fatal("tool has no PROCMGR_SESSION")
@@ -107,16 +112,27 @@ func startEscapingTrees(t *testing.T, sc *sidecar) ([]procID, string) {
 			}
 		}
 	})
-	end := time.Now().Add(10 * time.Second)
+	daemonID, _ := identify(daemon) // it may already be gone: then any error is fine
+	end := time.Now().Add(20 * time.Second)
 	for {
-		ids := sessionMembers(session)
 		group := groupMembers(envless)
 		seen = dedupe(append(seen, group...))
-		if len(ids) >= want && len(group) >= 2 {
-			return dedupe(append(ids, group...)), session
+		ids := dedupe(append(sessionMembers(session), group...))
+		n := 0
+		for _, id := range ids {
+			if st, err := readStat(id.Pid); err == nil && st.Comm == "sleep" {
+				n++
+			}
+		}
+		// The daemon's launcher gone and every sleep exec'd: what is left
+		// is exactly the lasting processes.
+		launcherGone := daemonID.Pid == 0 || daemonID.gone()
+		if launcherGone && n == sleeps && len(ids) == total {
+			return ids, session
 		}
 		if time.Now().After(end) {
-			t.Fatalf("session has %d processes, want %d; env-less group %d, want 2:\n%s", len(ids), want, len(group), list(append(ids, group...)))
+			t.Fatalf("waited 20s for the escaping trees to settle (daemon launcher gone: %v, want %d sleeps of %d processes):\n%s",
+				launcherGone, sleeps, total, list(ids))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
