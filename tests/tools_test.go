@@ -35,12 +35,20 @@ func TestExitedNotificationIsSentExactlyOncePerExit(t *testing.T) {
 	// Stopping tools that already exited must not announce them again.
 	sc.Stop(ctx, client.StopParams{Tag: "code3"})
 	sc.Stop(ctx, client.StopParams{Tag: "killed"})
-	sc.Hello(ctx)
-	time.Sleep(300 * time.Millisecond) // a late duplicate would arrive by now
+	// Fence: notifications go out in the order of their events, so once the
+	// exit of a tool started after all of the above is announced, a late
+	// duplicate of an earlier exit would have arrived before it.
+	sc.create(client.CreateParams{Tag: "fence", Argv: sh("exit 0")})
 
 	got := map[string][]client.ExitedParams{}
-	for len(sc.Notifications()) > 0 {
-		n := <-sc.Notifications()
+	timeout := time.After(callTimeout)
+	for len(got["fence"]) == 0 {
+		var n client.Notification
+		select {
+		case n = <-sc.Notifications():
+		case <-timeout:
+			t.Fatalf("waited %v for the fence tool's exited notification; got %+v", callTimeout, got)
+		}
 		if n.Method != "exited" {
 			continue
 		}
