@@ -32,7 +32,8 @@ type cgroupSet struct {
 	// path. mu orders those mkdirs against remove.
 	spare  chan string
 	mu     sync.Mutex
-	made   bool // the session directory exists
+	made   bool     // the session directory exists
+	held   *os.File // the session directory, open while it lives (see mkdir)
 	closed bool
 }
 
@@ -93,6 +94,10 @@ func (s *cgroupSet) mkdir() (string, error) {
 		if err := os.Mkdir(s.dir, 0o755); err != nil && !os.IsExist(err) {
 			return "", err
 		}
+		// Held open for the session's life: that is how a sweep of ended
+		// sessions' cgroups (another sidecar's) tells a live session from
+		// litter, even when no tool runs and no watchdog names it.
+		s.held, _ = os.Open(s.dir)
 		s.made = true
 	}
 	dir := filepath.Join(s.dir, "tool-"+strconv.FormatInt(s.next.Add(1), 10))
@@ -116,6 +121,10 @@ func (s *cgroupSet) refill(n int) {
 func (s *cgroupSet) remove() error {
 	s.mu.Lock()
 	s.closed = true
+	if s.held != nil {
+		s.held.Close()
+		s.held = nil
+	}
 	s.mu.Unlock()
 	return removeCgroupTree(s.dir)
 }
