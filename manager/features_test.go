@@ -214,6 +214,10 @@ func TestWritingToAToolThatDoesNotReadReturnsWhatFit(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("write_stdin blocked on a tool that does not read")
 	}
+	// The pipe is full now: the next write takes nothing, and is no error.
+	if n, err := testMgr.WriteStdin("deaf", []byte("more"), false); n != 0 || err != nil {
+		t.Fatalf("write to a full pipe = %d, %v; want 0, nil", n, err)
+	}
 	stopAndCheckGone(t, "deaf")
 }
 

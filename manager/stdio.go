@@ -109,6 +109,7 @@ func (m *Manager) WriteStdin(tag string, data []byte, eof bool) (int, error) {
 		// deadline below can pass before this goroutine runs again, and a
 		// write past its deadline is not even tried (written 0 to an empty
 		// pipe). Then up to stdinWriteWait for room for the rest.
+		w.SetWriteDeadline(time.Time{}) // a past one (the last call's) would refuse even this
 		n, err = writeNow(w, data)
 		if err == nil && n < len(data) {
 			w.SetWriteDeadline(time.Now().Add(stdinWriteWait))
