@@ -96,7 +96,11 @@ class SidecarDeathTest(ManagerTestCase):
         t.start()
         # the stop is pending: the sidecar waits up to 120 s for the stubborn tool
         self.assertTrue(support.wait_until(lambda: self.pm._sidecar._pending))
-        time.sleep(0.2)
+        # ...and the sidecar is working on it (asked concurrently).
+        self.assertTrue(
+            support.wait_until(lambda: p.info().state == "stopping"),
+            "waited for the sidecar to report the tool as stopping",
+        )
         with self.assertLogs("procmgr", "ERROR") as logs:
             os.kill(sidecar.pid, signal.SIGKILL)
             t.join(support.DEADLINE)
@@ -148,6 +152,10 @@ class SidecarDeathTest(ManagerTestCase):
         sc = self.pm._connection()
         os.kill(sc.pid, signal.SIGSTOP)
         try:
+            # kill() returns before every thread has stopped: a thread still
+            # running can answer the call (seen at load 5). Wait for the stop.
+            self.assertTrue(support.wait_until(lambda: support.all_threads_stopped(sc.pid)),
+                            "waited for every thread of the sidecar to be stopped (state T)")
             with self.assertRaises(SidecarError) as cm:
                 sc.call("list", {}, timeout=0.3)
             self.assertIn("did not answer", str(cm.exception))
@@ -173,7 +181,13 @@ class InterruptTest(support.SidecarTestCase):
             from procmgr import procmgr
             p = procmgr.create("stubborn", ["sh", "-c", "trap '' TERM; exec sleep 300"],
                                stop_timeout=1.5)
-            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            def interrupt_once_pending():
+                # Ctrl-C while the stop call waits for its reply.
+                end = time.time() + 20
+                while not (procmgr._sidecar and procmgr._sidecar._pending) and time.time() < end:
+                    time.sleep(0.01)
+                os.kill(os.getpid(), signal.SIGINT)
+            threading.Thread(target=interrupt_once_pending, daemon=True).start()
             try:
                 p.stop()
                 outcome = "stop returned"
@@ -227,7 +241,6 @@ class HostDeathTest(support.SidecarTestCase):
         tools += descendants(tree)
         print(json.dumps({"sidecars": [pm.pid, procmgr.pid], "tools": tools,
                           "logs": [pm.log_path, procmgr.log_path]}), flush=True)
-        time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGKILL)
     """
 
