@@ -613,9 +613,11 @@ func TestRepliesSurviveAHostThatPausesReading(t *testing.T) {
 func TestOrphanedDescendantsAreReapedBySidecar(t *testing.T) {
 	t.Parallel()
 	sc := startSidecar(t)
-	// The subshell exits at once: its short sleep is orphaned while the tool
-	// runs on, comes to the sidecar (a subreaper), and must be reaped there.
-	info := sc.create(client.CreateParams{Tag: "orphaner", Argv: sh(`( /bin/sleep 0.3 & ); exec /bin/sleep 1000`)})
+	// The subshell exits at once: its sleep is orphaned while the tool runs
+	// on, comes to the sidecar (a subreaper), and once it dies (killed here
+	// when seen: a sleep of its own length could be over before a scan of
+	// /proc on a loaded machine finds it) it must be reaped there.
+	info := sc.create(client.CreateParams{Tag: "orphaner", Argv: sh(`( /bin/sleep 1000 & ); exec /bin/sleep 1000`)})
 	var orphan procID
 	end := time.Now().Add(10 * time.Second)
 	for orphan.Pid == 0 {
@@ -630,6 +632,9 @@ func TestOrphanedDescendantsAreReapedBySidecar(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Once the orphan has exited it must not linger as the sidecar's zombie.
+	if err := syscall.Kill(orphan.Pid, syscall.SIGKILL); err != nil { // in the tool's group, the sidecar's child: ours
+		t.Fatal(err)
+	}
 	waitGone(t, "orphan after it exited", graceMargin, []procID{orphan})
 	if a, err := sc.IsAlive(ctxT(t), "orphaner"); err != nil || !a {
 		t.Errorf("the tool itself: is_alive %v %v", a, err)

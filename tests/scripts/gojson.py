@@ -43,7 +43,7 @@ for raw in sys.stdin:
             passed += 1
         output.pop((pkg, test), None)
         continue
-    if not test and action == "fail" and not failed_tests.get(pkg):
+    if not test and action == "fail" and not failed_tests.get(pkg) and not ev.get("FailedBuild"):
         # The package failed, yet none of its tests did: say why.
         failed += 1
         sys.stdout.write("".join(l for l in pkg_lines.get(pkg, []) if not l.startswith("FAIL\t")))

@@ -179,15 +179,15 @@ class InterruptTest(support.SidecarTestCase):
             import json, logging, os, signal, threading, time
             logging.basicConfig(level=logging.WARNING)
             from procmgr import procmgr
-            p = procmgr.create("stubborn", ["sh", "-c", "trap '' TERM; exec sleep 300"],
-                               stop_timeout=1.5)
-            def interrupt_once_pending():
-                # Ctrl-C while the stop call waits for its reply.
-                end = time.time() + 20
-                while not (procmgr._sidecar and procmgr._sidecar._pending) and time.time() < end:
-                    time.sleep(0.01)
-                os.kill(os.getpid(), signal.SIGINT)
-            threading.Thread(target=interrupt_once_pending, daemon=True).start()
+            from procmgr import output_option
+            # Ctrl-C while the stop call waits for its reply: the tool sends
+            # it when the stop's SIGTERM reaches it, and ignores the SIGTERM
+            # (its sleep too), so the reply comes only after the 3 s grace.
+            # create returns once the traps are set (it prints "armed").
+            script = ("trap '' TERM; sleep 300 & trap 'kill -INT %d' TERM; echo armed; "
+                      "while kill -0 $! 2>/dev/null; do wait; done" % os.getpid())
+            p = procmgr.create("stubborn", ["sh", "-c", script], output_option.PIPE, stop_timeout=3,
+                               ready={"output": "^armed$", "timeout": 60})
             try:
                 p.stop()
                 outcome = "stop returned"
