@@ -266,9 +266,17 @@ class Sidecar:
         deadline = time.monotonic() + timeout
         try:
             self._write(line, deadline)
-        except BaseException:
+        except SidecarError:
             with self._lock:
                 self._pending.pop(req_id, None)
+            raise
+        except BaseException:
+            # A KeyboardInterrupt during a write is re-raised once the whole
+            # line is out (see _write), and one can come just after it: the
+            # request is on its way, its reply will come and is then dropped
+            # quietly. (If it came before any byte went out, the id only stays
+            # listed.)
+            self._give_up(req_id)
             raise
         try:
             answered = pending.wait(deadline - time.monotonic())

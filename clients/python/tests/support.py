@@ -236,7 +236,7 @@ def leftovers() -> List[Tuple[int, str, bool]]:
 
 def assert_no_leftovers(where: str) -> None:
     """Fail if any sidecar, tool or child host of this run still runs (after a grace period)."""
-    wait_until(lambda: not leftovers(), timeout=10)
+    wait_until(lambda: not leftovers(), timeout=DEADLINE)
     left = leftovers()
     if left:
         raise AssertionError(

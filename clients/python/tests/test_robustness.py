@@ -180,6 +180,10 @@ class InterruptTest(support.SidecarTestCase):
             logging.basicConfig(level=logging.WARNING)
             from procmgr import procmgr
             from procmgr import output_option
+            # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when this
+            # host was started with SIGINT ignored (a background job of a
+            # script, as in make stress-parallel).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             # Ctrl-C while the stop call waits for its reply: the tool sends
             # it when the stop's SIGTERM reaches it, and ignores the SIGTERM
             # (its sleep too), so the reply comes only after the 3 s grace.
