@@ -47,7 +47,7 @@ for r in $(seq 1 "$rounds"); do
 	for c in a b; do
 		if wait "${kids[$i]}"; then verdict=passed; ok=$((ok + 1)); else verdict=FAILED; bad=$((bad + 1)); fi
 		i=$((i + 1))
-		echo "round $r/$rounds clone $c: $verdict ($(tail -n 1 "$logs/round-$r-$c.log")) in $(($(date +%s) - start))s, max load $maxload, log $logs/round-$r-$c.log"
+		echo "round $r/$rounds clone $c: $verdict ($(grep -E "^[0-9]+ passed, [0-9]+ failed$" "$logs/round-$r-$c.log" | tail -n 1)) in $(($(date +%s) - start))s, max load $maxload, log $logs/round-$r-$c.log"
 	done
 	kids=()
 done

@@ -27,7 +27,7 @@ runs() {
 		secs=$(($(date +%s) - start))
 		kill "$sp" 2>/dev/null
 		wait "$sp" 2>/dev/null
-		summary=$(tail -n 1 "$logs/run-$i.log")
+		summary=$(grep -E "^[0-9]+ passed, [0-9]+ failed$" "$logs/run-$i.log" | tail -n 1)
 		load=$(sort -n "$logs/load-$i" | awk '{s+=$1; m=$1} END {if (NR) printf "load avg %.1f max %.1f", s/NR, m}')
 		echo "run $i/$n: $verdict ($summary) in ${secs}s, $load, log $logs/run-$i.log"
 	done
