@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/procmgr
 PYENV   := PYTHONPATH=$(CURDIR)/clients/python PROCMGR_BIN=$(CURDIR)/$(BIN)
 
-.PHONY: all build demo test test-go test-python lint bench bench-smoke chaos clean
+.PHONY: all build demo test test-go test-python lint stress stress-parallel fuzz bench bench-smoke chaos clean
 .PHONY: wheel wheels test-wheels
 
 all: build
@@ -17,8 +17,11 @@ demo: build
 	$(PYENV) python3 clients/python/examples/demo.py
 
 # Everything CI runs: lint, the darwin build, Go unit and end-to-end tests
-# under the race detector, and the Python client's tests.
-test: lint build test-go test-python
+# under the race detector, and the Python client's tests. Every part runs
+# whatever the others did; the last line is "N passed, N failed" over both
+# suites (a failed lint or build counts as one failed).
+test:
+	@tests/scripts/test.sh
 
 lint:
 	$(GO) vet ./...
@@ -34,9 +37,27 @@ test-go: build
 test-python: build
 	$(PYENV) python3 -m unittest discover -s clients/python/tests -t clients/python -v
 
-# Long chaos run (issue 4): 1000 trials per mode.
+# The flake hunt (docs/testing.md): make test N times under two CPU hogs and
+# a neighbour procmgr session; stress-parallel runs make test in two clones
+# of HEAD at once, ROUNDS times.
+N      ?= 5
+ROUNDS ?= 3
+stress:
+	@tests/scripts/stress.sh $(N)
+
+stress-parallel:
+	@tests/scripts/stress-parallel.sh $(ROUNDS)
+
+# Every fuzz target of the module, one after the other, FUZZTIME each
+# (CI: make fuzz FUZZTIME=10s).
+FUZZTIME ?= 2m
+fuzz:
+	@FUZZTIME=$(FUZZTIME) tests/scripts/fuzz.sh
+
+# Long chaos run (issues 4 and 16): 1000 trials in each mode (cgroup,
+# --no-cgroup, an ordinary user); about 30 min on a busy 2-core machine.
 chaos: build
-	PROCMGR_BIN=$(CURDIR)/$(BIN) PROCMGR_CHAOS_TRIALS=1000 $(GO) test -count=1 -timeout 20m -run Chaos -v ./tests/
+	PROCMGR_BIN=$(CURDIR)/$(BIN) PROCMGR_CHAOS_TRIALS=1000 $(GO) test -count=1 -timeout 45m -run Chaos -v ./tests/
 
 bench: build
 	$(PYENV) python3 bench/run.py --out docs/benchmarks.md

@@ -178,9 +178,11 @@ func run() int {
 	}
 	log.Info("serving", "version", version, "pid", os.Getpid(), "host_pid", c.parentPid, "session", mgr.Session())
 
+	// Armed before serving: once a host has its first reply, the
+	// parent-death signal is armed (a host thread may exit right after).
+	hostGone := manager.WatchHost(c.parentPid, log)
 	served := make(chan struct{})
 	go func() { srv.Serve(context.Background(), stream); close(served) }()
-	hostGone := manager.WatchHost(c.parentPid, log)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 

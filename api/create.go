@@ -101,21 +101,38 @@ func (p *restartParams) toSpec() (manager.RestartPolicy, error) {
 }
 
 func (s *service) create(ctx context.Context, p createParams) (processInfo, error) {
-	tag, err := tagParams{p.Tag}.tag()
+	spec, err := p.toSpec(s.opts.Environ)
 	if err != nil {
 		return processInfo{}, err
 	}
+	// The connection's end must not abandon a readiness wait half way: the
+	// tool would be left half-created. Its own timeout bounds it.
+	in, err := s.m.Create(context.WithoutCancel(ctx), spec)
+	if err != nil {
+		return processInfo{}, toRPCError(err, spec.Tag)
+	}
+	return toProcessInfo(in), nil
+}
+
+// toSpec maps create's params onto the manager's Spec; environ is the
+// sidecar's environment, the base of an inherited one. It starts nothing, so
+// it can be fuzzed (create_fuzz_test.go). Its errors are invalid-params.
+func (p *createParams) toSpec(environ func() []string) (manager.Spec, error) {
+	tag, err := tagParams{p.Tag}.tag()
+	if err != nil {
+		return manager.Spec{}, err
+	}
 	if len(p.Argv) == 0 {
-		return processInfo{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: argv is required: a non-empty array of strings")
+		return manager.Spec{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: argv is required: a non-empty array of strings")
 	}
 	spec := manager.Spec{Tag: tag, Argv: p.Argv, Dir: p.Cwd, Daemon: p.Daemon, PidFile: p.PidFile}
 	if p.PidFile != "" && !p.Daemon {
-		return processInfo{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: pid_file needs daemon: true")
+		return manager.Spec{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: pid_file needs daemon: true")
 	}
 	inherit := (p.InheritEnv == nil || *p.InheritEnv) && !p.ClearEnv
-	spec.Env, err = buildEnv(inherit, s.opts.Environ, p.Env)
+	spec.Env, err = buildEnv(inherit, environ, p.Env)
 	if err != nil {
-		return processInfo{}, err
+		return manager.Spec{}, err
 	}
 	if p.Stdout != nil {
 		spec.Stdout = p.Stdout.o
@@ -142,26 +159,20 @@ func (s *service) create(ctx context.Context, p createParams) (processInfo, erro
 		case "pipe":
 			spec.StdinPipe = true
 		default:
-			return processInfo{}, rpc.Errorf(rpc.CodeInvalidParams, `invalid params: stdin must be "null" or "pipe", not %q`, *p.Stdin)
+			return manager.Spec{}, rpc.Errorf(rpc.CodeInvalidParams, `invalid params: stdin must be "null" or "pipe", not %q`, *p.Stdin)
 		}
 	}
 	if p.Ready != nil {
 		if spec.Ready, err = p.Ready.toSpec(); err != nil {
-			return processInfo{}, err
+			return manager.Spec{}, err
 		}
 	}
 	if p.Restart != nil {
 		if spec.Restart, err = p.Restart.toSpec(); err != nil {
-			return processInfo{}, err
+			return manager.Spec{}, err
 		}
 	}
-	// The connection's end must not abandon a readiness wait half way: the
-	// tool would be left half-created. Its own timeout bounds it.
-	in, err := s.m.Create(context.WithoutCancel(ctx), spec)
-	if err != nil {
-		return processInfo{}, toRPCError(err, tag)
-	}
-	return toProcessInfo(in), nil
+	return spec, nil
 }
 
 // buildEnv starts from the sidecar's environment (inherit) or from nothing,

@@ -32,11 +32,9 @@ type cgroupSet struct {
 	// path. mu orders those mkdirs against remove.
 	spare  chan string
 	mu     sync.Mutex
-	made   bool // the session directory exists
+	made   bool     // the session directory exists
+	held   *os.File // the session directory, open while it lives (see mkdir)
 	closed bool
-	// held keeps the session directory open while it exists: a starting
-	// sidecar's litter sweep (litter.go) sees it and leaves it alone.
-	held *os.File
 }
 
 // spareCgroups is how many tool cgroups wait ready.
@@ -96,8 +94,12 @@ func (s *cgroupSet) mkdir() (string, error) {
 		if err := os.Mkdir(s.dir, 0o755); err != nil && !os.IsExist(err) {
 			return "", err
 		}
+		// Held open for the session's life (close-on-exec: no tool inherits
+		// it): that is how a sweep of ended sessions' cgroups (litter.go,
+		// another sidecar's) tells a live session from litter, even when no
+		// tool runs and no watchdog names it.
+		s.held, _ = os.Open(s.dir)
 		s.made = true
-		s.held, _ = os.Open(s.dir) // close-on-exec: no tool inherits it
 	}
 	dir := filepath.Join(s.dir, "tool-"+strconv.FormatInt(s.next.Add(1), 10))
 	return dir, os.Mkdir(dir, 0o755)

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -144,21 +147,36 @@ func TestStopDuringBackoffCancelsTheRestart(t *testing.T) {
 	marker := "backoff-marker-7361"
 	spec := Spec{Tag: "slowback", Argv: []string{"sh", "-c", "exit 1", marker},
 		Restart: RestartPolicy{When: RestartAlways, MaxRestarts: 5, InitialBackoff: ptr(400 * time.Millisecond), MaxBackoff: ptr(400 * time.Millisecond)}}
-	first, err := testMgr.Create(bg(), spec)
+	_, err := testMgr.Create(bg(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !gone(first.Pid) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the first run to exit and its restart to be pending", func() bool {
+		in, ok := testMgr.Fetch("slowback")
+		return ok && in.Exited && in.Restarts == 0
+	})
 	in, err := testMgr.Stop(bg(), "slowback", 0, 0)
 	if err != nil || in.Restarts != 0 {
 		t.Fatalf("stop during backoff: %+v, %v", in, err)
 	}
-	time.Sleep(500 * time.Millisecond) // past the backoff: a restart would have run by now
+	// Fence: a tool whose exit comes after the stop, with twice the backoff
+	// (jitter puts a restart within [d/2, d]): once it has restarted, the
+	// moment of the cancelled restart has passed too.
+	fence := Spec{Tag: "slowback-fence", Argv: []string{"sh", "-c", "exit 1"},
+		Restart: RestartPolicy{When: RestartAlways, MaxRestarts: 5, InitialBackoff: ptr(800 * time.Millisecond), MaxBackoff: ptr(800 * time.Millisecond)}}
+	if _, err := testMgr.Create(bg(), fence); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the fence tool's restart after its backoff", func() bool {
+		in, ok := testMgr.Fetch("slowback-fence")
+		return ok && in.Restarts >= 1
+	})
+	stopAndCheckGone(t, "slowback-fence")
 	if left := withMarker(t, marker); len(left) > 0 {
 		t.Fatalf("a restart ran after stop: %v", left)
+	}
+	if testMgr.Running("slowback") {
+		t.Fatal("the stopped tool's tag came back")
 	}
 }
 
@@ -197,6 +215,10 @@ func TestWritingToAToolThatDoesNotReadReturnsWhatFit(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("write_stdin blocked on a tool that does not read")
+	}
+	// The pipe is full now: the next write takes nothing, and is no error.
+	if n, err := testMgr.WriteStdin("deaf", []byte("more"), false); n != 0 || err != nil {
+		t.Fatalf("write to a full pipe = %d, %v; want 0, nil", n, err)
 	}
 	stopAndCheckGone(t, "deaf")
 }
@@ -272,16 +294,17 @@ func TestRestartAfterASIGKILLSignalRunsNormally(t *testing.T) {
 	if err := testMgr.Signal("sigkilled", 9); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	var in Info
-	for time.Now().Before(deadline) {
+	waitUntil(t, "a restart after the SIGKILL", func() bool {
 		in, _ = testMgr.Fetch("sigkilled")
-		if in.Restarts >= 1 && in.Alive {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond) // a run killed at birth would be gone by now
+		return in.Restarts >= 1 && in.Alive
+	})
+	// A run killed at birth never gets to exec: seeing it run sleep is the
+	// event that proves it was not.
+	waitUntil(t, fmt.Sprintf("the restarted run %d to exec sleep", in.Pid), func() bool {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", in.Pid))
+		return filepath.Base(exe) == "sleep"
+	})
 	in, _ = testMgr.Fetch("sigkilled")
 	if in.Restarts != 1 || in.Pid == first.Pid || gone(in.Pid) {
 		t.Fatalf("after one SIGKILL: %+v; want exactly one restart whose process lives", in)

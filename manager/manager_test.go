@@ -93,13 +93,7 @@ wait`
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(withMarker(t, marker)) < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := len(withMarker(t, marker)); n < 3 {
-		t.Fatalf("tree did not start: %d of 3 sleeps seen", n)
-	}
+	waitUntil(t, "the tree's 3 sleeps to start", func() bool { return len(withMarker(t, marker)) >= 3 })
 	if _, err := testMgr.Stop(context.Background(), "tree", 0, 0); err != nil {
 		t.Fatal(err)
 	}

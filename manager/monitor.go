@@ -131,6 +131,12 @@ func (m *Monitor) reap() {
 // orphan's exit changes what is left. Tokens do not pile up.
 func (m *Monitor) Reaped() <-chan struct{} { return m.reaped }
 
+// Reap collects, before it returns, every child that has exited by now, as
+// the reaper's loop would on its next SIGCHLD. Stop calls it once the tree is
+// dead: a member orphaned to the sidecar (a subreaper) is a zombie until it is
+// reaped, and a stop must not return while any of the tree remains.
+func (m *Monitor) Reap() { m.reap() }
+
 // Track runs start, which must create exactly one child and return its pid, and
 // registers onExit for it before any reap can run, so even a child that exits at
 // once is attributed. onExit is called once, from the reaper, under its lock:

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // stdinWriteWait bounds one WriteStdin: a tool that does not read its stdin
@@ -103,10 +105,20 @@ func (m *Manager) WriteStdin(tag string, data []byte, eof bool) (int, error) {
 	}
 	n := 0
 	if len(data) > 0 {
-		w.SetWriteDeadline(time.Now().Add(stdinWriteWait))
-		n, err = w.Write(data)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = nil // the pipe is full: n bytes went in
+		// First what fits now, without waiting: on a loaded machine the
+		// deadline below can pass before this goroutine runs again, and a
+		// write past its deadline is not even tried (written 0 to an empty
+		// pipe). Then up to stdinWriteWait for room for the rest.
+		w.SetWriteDeadline(time.Time{}) // a past one (the last call's) would refuse even this
+		n, err = writeNow(w, data)
+		if err == nil && n < len(data) {
+			w.SetWriteDeadline(time.Now().Add(stdinWriteWait))
+			var more int
+			more, err = w.Write(data[n:])
+			n += more
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = nil // the pipe is full: n bytes went in
+			}
 		}
 	}
 	if eof {
@@ -116,4 +128,29 @@ func (m *Manager) WriteStdin(tag string, data []byte, eof bool) (int, error) {
 		return n, fmt.Errorf("write stdin of %q: %w", tag, err)
 	}
 	return n, nil
+}
+
+// writeNow makes one non-blocking write of b to the pipe w and returns how
+// much went in (0 when the pipe is full).
+func writeNow(w *os.File, b []byte) (int, error) {
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		n, werr = unix.Write(int(fd), b)
+		if n < 0 {
+			n = 0
+		}
+		if werr == unix.EAGAIN {
+			werr = nil
+		}
+		return true // never wait here
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, werr
 }

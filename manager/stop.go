@@ -101,6 +101,12 @@ func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	r := t.current()
 	m.stopTree(t, r, sig, grace, true)
 	m.killStrays(t, r)
+	// Every member is dead now, but the ones orphaned to the sidecar stay
+	// zombies until reaped (a dead process's children are handed to the
+	// subreaper when it dies, so by now every dead member's parent is the
+	// sidecar): reap them before the stop returns rather than on the
+	// reaper's next SIGCHLD.
+	m.mon.Reap()
 }
 
 // stopTree signals the run's tree, waits up to grace, then SIGKILLs until

@@ -1,7 +1,7 @@
 package tests
 
 import (
-	"errors"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -229,41 +229,36 @@ func TestConcurrentStopsOfOneTagAllSeeTheSameEnd(t *testing.T) {
 
 func TestPendingWaitReturnsWhenToolIsStoppedOrSidecarShutsDown(t *testing.T) {
 	t.Parallel()
-	sc := startSidecar(t)
-	ctx := ctxT(t)
-	sc.create(client.CreateParams{Tag: "waited", Argv: []string{"/bin/sleep", "1000"}})
-	sc.create(client.CreateParams{Tag: "waited2", Argv: []string{"/bin/sleep", "1000"}})
-	type res struct {
-		info client.ProcessInfo
-		err  error
+	// Raw bytes, so that the waits are on the wire before anything else: a
+	// client call in a goroutine gives no such order.
+	r := startRaw(t, false)
+	r.mustResult(1, "create", map[string]any{"tag": "waited", "argv": []string{"/bin/sleep", "1000"}}, nil)
+	r.mustResult(2, "create", map[string]any{"tag": "waited2", "argv": []string{"/bin/sleep", "1000"}}, nil)
+	r.sendWait(r.frame(request(3, "wait", map[string]any{"tag": "waited"})))
+	r.sendWait(r.frame(request(4, "wait", map[string]any{"tag": "waited2"})))
+	// Fence: hello is answered in order on the reading goroutine, so once its
+	// reply is here both waits have been read and handed to their handlers.
+	r.mustResult(5, "hello", nil, nil)
+	r.mustResult(6, "stop", map[string]any{"tag": "waited"}, nil)
+	var info client.ProcessInfo
+	m := r.until("3")
+	if m.Error != nil || json.Unmarshal(m.Result, &info) != nil || info.State != "exited" || info.Signal == nil || *info.Signal != "SIGTERM" {
+		t.Errorf("wait on a stopped tool = %s", m)
 	}
-	w1, w2 := make(chan res, 1), make(chan res, 1)
-	go func() { p, err := sc.WaitTool(ctx, "waited", nil); w1 <- res{p, err} }()
-	go func() { p, err := sc.WaitTool(ctx, "waited2", nil); w2 <- res{p, err} }()
-	time.Sleep(100 * time.Millisecond) // let both waits be pending
-	if _, err := sc.Stop(ctx, client.StopParams{Tag: "waited"}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-w1:
-		if r.err != nil || r.info.State != "exited" || r.info.Signal == nil || *r.info.Signal != "SIGTERM" {
-			t.Errorf("wait on a stopped tool = %+v, %v", r.info, r.err)
+	r.sendWait(r.frame(request(7, "shutdown", nil)))
+	// The pending wait is answered, or the connection ends with the sidecar:
+	// either way it does not hang.
+	end := time.After(callTimeout)
+	for answered := false; !answered; {
+		select {
+		case m := <-r.msgs:
+			answered = m.Method == "" && string(m.ID) == "4"
+		case <-r.done:
+			answered = true
+		case <-end:
+			t.Fatal("wait did not return when the sidecar shut down")
 		}
-	case <-time.After(callTimeout):
-		t.Fatal("wait did not return after the tool was stopped")
 	}
-	if _, err := sc.Shutdown(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-w2:
-		if r.err != nil && !errors.Is(r.err, client.ErrSidecarGone) {
-			t.Errorf("wait during shutdown = %+v, %v", r.info, r.err)
-		}
-	case <-time.After(callTimeout):
-		t.Fatal("wait did not return when the sidecar shut down")
-	}
-	sc.Wait()
 }
 
 // manyWaits is more blocking calls than docs/protocol.md's in-flight limit

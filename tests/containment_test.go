@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,6 +41,16 @@ type hostReport struct {
 	Sidecar int            `json:"sidecar"`
 	Tools   map[string]int `json:"tools"` // tag -> pid
 	Error   string         `json:"error,omitempty"`
+}
+
+// In the thread-exit host, the main goroutine keeps the main thread: the Go
+// runtime never ends the main thread (it wedges it instead), so a goroutine
+// that happened to run there would lock it, exit, and leave it alive — and
+// the parent-death signal under test would never fire.
+func init() {
+	if os.Getenv(envHost) == "thread-exit" {
+		runtime.LockOSThread()
+	}
 }
 
 func hostMain(mode string) int {
@@ -83,10 +95,23 @@ func hostMain(mode string) int {
 			c   *client.Client
 			err error
 		}
+		// The sidecar logs (at debug level) that it saw the signal and
+		// ignored it: that line, after the thread is gone, is the event to
+		// wait for — a wrong reaction would be the sidecar ending instead.
+		sidecarLog := &lockedBuffer{}
+		opts.Stderr = io.MultiWriter(os.Stderr, sidecarLog)
+		opts.Args = append(opts.Args, "--log-level", "debug")
 		ch := make(chan started)
+		tid := make(chan int, 1)
 		go func() {
 			runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+			tid <- syscall.Gettid()
 			c, err := client.Start(ctx, opts)
+			if err == nil {
+				// The first reply means the parent-death signal is armed
+				// (main.go arms it before serving).
+				_, err = c.Hello(ctx)
+			}
 			ch <- started{c, err}
 		}()
 		s := <-ch
@@ -94,7 +119,14 @@ func hostMain(mode string) int {
 			return fail(s.err)
 		}
 		c := s.c
-		time.Sleep(1500 * time.Millisecond) // time for a wrong reaction to the signal
+		task := fmt.Sprintf("/proc/self/task/%d", <-tid)
+		if err := pollUntil(30*time.Second, func() bool { _, err := os.Stat(task); return err != nil }); err != nil {
+			return fail(fmt.Errorf("the spawning thread %s did not exit: %w", task, err))
+		}
+		const ignored = "parent-death signal ignored"
+		if err := pollUntil(30*time.Second, func() bool { return strings.Contains(sidecarLog.String(), ignored) }); err != nil {
+			return fail(fmt.Errorf("the sidecar never logged %q after its spawning thread exited: %w", ignored, err))
+		}
 		r := hostReport{Sidecar: c.Pid(), Tools: map[string]int{}}
 		if _, err := c.Hello(ctx); err != nil {
 			return fail(fmt.Errorf("hello after the spawning thread exited: %w", err))
@@ -104,7 +136,6 @@ func hostMain(mode string) int {
 			return fail(fmt.Errorf("create after the spawning thread exited: %w", err))
 		}
 		r.Tools["after"] = info.Pid
-		time.Sleep(500 * time.Millisecond)
 		if alive, err := c.IsAlive(ctx, "after"); err != nil || !alive {
 			return fail(fmt.Errorf("tool not alive: %v %v", alive, err))
 		}
@@ -245,9 +276,15 @@ func TestSidecarSIGKILLedTakesItsDirectToolsWithIt(t *testing.T) {
 	}
 	// A call pending when the sidecar dies fails with ErrSidecarGone, and so
 	// does every later one (the Go client's contract, on the real thing).
+	// The pending call is a create waiting for a readiness that never comes:
+	// its tool, exec'd, shows in /proc that the call reached the sidecar.
 	pending := make(chan error, 1)
-	go func() { _, err := sc.WaitTool(ctxT(t), "t0", nil); pending <- err }()
-	time.Sleep(100 * time.Millisecond)
+	never := filepath.Join(t.TempDir(), "never")
+	go func() {
+		pending <- sc.Call(ctxT(t), "create", map[string]any{"tag": "pending", "argv": []string{"/bin/sleep", "1001"},
+			"ready": map[string]any{"path": never, "timeout": 600}}, nil)
+	}()
+	ids = append(ids, waitChild(t, sc.Pid(), "/bin/sleep\x001001\x00"))
 	if err := sc.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -579,10 +616,11 @@ func TestRepliesSurviveAHostThatPausesReading(t *testing.T) {
 func TestOrphanedDescendantsAreReapedBySidecar(t *testing.T) {
 	t.Parallel()
 	sc := startSidecar(t)
-	// The subshell exits at once: its sleep (3 s, long enough to be seen on a
-	// loaded machine) is orphaned while the tool runs on, comes to the
-	// sidecar (a subreaper), and must be reaped there.
-	info := sc.create(client.CreateParams{Tag: "orphaner", Argv: sh(`( /bin/sleep 3 & ); exec /bin/sleep 1000`)})
+	// The subshell exits at once: its sleep is orphaned while the tool runs
+	// on, comes to the sidecar (a subreaper), and once it dies (killed here
+	// when seen: a sleep of its own length could be over before a scan of
+	// /proc on a loaded machine finds it) it must be reaped there.
+	info := sc.create(client.CreateParams{Tag: "orphaner", Argv: sh(`( /bin/sleep 1000 & ); exec /bin/sleep 1000`)})
 	var orphan procID
 	end := time.Now().Add(10 * time.Second)
 	for orphan.Pid == 0 {
@@ -597,6 +635,9 @@ func TestOrphanedDescendantsAreReapedBySidecar(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Once the orphan has exited it must not linger as the sidecar's zombie.
+	if err := syscall.Kill(orphan.Pid, syscall.SIGKILL); err != nil { // in the tool's group, the sidecar's child: ours
+		t.Fatal(err)
+	}
 	waitGone(t, "orphan after it exited", graceMargin, []procID{orphan})
 	if a, err := sc.IsAlive(ctxT(t), "orphaner"); err != nil || !a {
 		t.Errorf("the tool itself: is_alive %v %v", a, err)
@@ -651,4 +692,36 @@ func startRawSidecar(t *testing.T) *rawSidecar {
 		killMarked(envSidecar, mark)
 	})
 	return sc
+}
+
+// waitChild waits for a child of parent whose command line is cmdline
+// (NUL-separated, as /proc shows it) and returns it.
+func waitChild(t *testing.T, parent int, cmdline string) procID {
+	t.Helper()
+	end := time.Now().Add(callTimeout)
+	for {
+		for _, pid := range allPids() {
+			st, err := readStat(pid)
+			if err != nil || st.Ppid != parent {
+				continue
+			}
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(b) == cmdline {
+				return procID{pid, st.Start}
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("waited %v for a child of %d running %q", callTimeout, parent, cmdline)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pollUntil polls cond until it holds or d passes (an error then).
+func pollUntil(d time.Duration, cond func() bool) error {
+	for end := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			return fmt.Errorf("still not so after %v", d)
+		}
+	}
+	return nil
 }

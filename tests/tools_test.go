@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -35,12 +36,20 @@ func TestExitedNotificationIsSentExactlyOncePerExit(t *testing.T) {
 	// Stopping tools that already exited must not announce them again.
 	sc.Stop(ctx, client.StopParams{Tag: "code3"})
 	sc.Stop(ctx, client.StopParams{Tag: "killed"})
-	sc.Hello(ctx)
-	time.Sleep(300 * time.Millisecond) // a late duplicate would arrive by now
+	// Fence: notifications go out in the order of their events, so once the
+	// exit of a tool started after all of the above is announced, a late
+	// duplicate of an earlier exit would have arrived before it.
+	sc.create(client.CreateParams{Tag: "fence", Argv: sh("exit 0")})
 
 	got := map[string][]client.ExitedParams{}
-	for len(sc.Notifications()) > 0 {
-		n := <-sc.Notifications()
+	timeout := time.After(callTimeout)
+	for len(got["fence"]) == 0 {
+		var n client.Notification
+		select {
+		case n = <-sc.Notifications():
+		case <-timeout:
+			t.Fatalf("waited %v for the fence tool's exited notification; got %+v", callTimeout, got)
+		}
 		if n.Method != "exited" {
 			continue
 		}
@@ -145,18 +154,22 @@ func TestToolInheritsOnlyStdioAndStdinIsDevNull(t *testing.T) {
 		{Tag: "inherit", Argv: []string{"/bin/sleep", "1000"}, Stdout: client.OutputInherit, Stderr: client.OutputInherit},
 	} {
 		info := sc.create(p)
-		// sleep itself opens files briefly at start (locale data); a leaked
-		// descriptor stays, so poll until the set settles or time runs out.
-		var got map[int]string
-		for end := time.Now().Add(5 * time.Second); ; {
-			var err error
-			if got, err = fds(info.Pid); err != nil {
-				t.Fatal(err)
-			}
-			if len(got) == 3 || time.Now().After(end) {
+		// sleep itself opens files briefly at start (locale data): look once
+		// it sleeps (its wchan says so), when only a leak can be open.
+		end := time.Now().Add(20 * time.Second)
+		for {
+			wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", info.Pid))
+			if strings.Contains(string(wchan), "nanosleep") {
 				break
 			}
-			time.Sleep(20 * time.Millisecond)
+			if time.Now().After(end) {
+				t.Fatalf("waited 20s for %s's sleep to be asleep (wchan %q)", p.Tag, wchan)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		got, err := fds(info.Pid)
+		if err != nil {
+			t.Fatal(err)
 		}
 		if len(got) != 3 || got[0] == "" || got[1] == "" || got[2] == "" {
 			t.Errorf("%s: tool fds %v; want exactly 0, 1, 2", p.Tag, got)

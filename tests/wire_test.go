@@ -72,8 +72,14 @@ func TestSeedCrashThenRestartSequenceOverRawJSONRPC(t *testing.T) {
 	if !b {
 		t.Error("restarted tool not alive")
 	}
-	time.Sleep(200 * time.Millisecond)
-	call("hello", nil, nil)
+	// Fence: notifications go out in the order of their events, so once the
+	// exit of a tool started now is announced, a duplicate of the crash's
+	// would have arrived before it.
+	call("create", map[string]any{"tag": "fence", "argv": sh("exit 0")}, nil)
+	r.take(func(m rawMsg) bool {
+		var p client.ExitedParams
+		return m.Method == "exited" && json.Unmarshal(m.Params, &p) == nil && p.Tag == "fence"
+	})
 	exits := 0
 	for _, m := range r.all {
 		if m.Method == "exited" {

@@ -256,9 +256,18 @@ class Sidecar:
                 + b"\n"
             )
             interrupted = self._write(line, deadline)
-        except BaseException:
+        except SidecarError:
             with self._lock:
                 self._pending.pop(req_id, None)
+            raise
+        except BaseException:
+            # A KeyboardInterrupt that came before any byte went out (_write
+            # re-raises it): nothing was sent, so there is nothing to undo
+            # (on_abandon is not run: a create refused as "tag in use" must
+            # not stop the tag's owner). One that lands just after _write
+            # returned finds the request on its way: its reply will come and
+            # is dropped quietly.
+            self._give_up(req_id)
             raise
         try:
             if interrupted is not None:

@@ -173,6 +173,31 @@ def read_file(path: str) -> str:
         return ""
 
 
+def read_link(path: str) -> str:
+    """os.readlink, or "" when the link cannot be read (the process is gone)."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped by a signal (state T)."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # a thread that is gone
+        if state != "T":
+            return False
+    return True
+
+
 def wait_until(pred, timeout: float = DEADLINE, interval: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while True:
@@ -211,7 +236,7 @@ def leftovers() -> List[Tuple[int, str, bool]]:
 
 def assert_no_leftovers(where: str) -> None:
     """Fail if any sidecar, tool or child host of this run still runs (after a grace period)."""
-    wait_until(lambda: not leftovers(), timeout=10)
+    wait_until(lambda: not leftovers(), timeout=DEADLINE)
     left = leftovers()
     if left:
         raise AssertionError(

@@ -210,7 +210,8 @@ class CaptureTest(ManagerTestCase):
             "long-poll latency",
             "p50 %.2f ms, max %.2f ms over %d wakes" % (statistics.median(latencies), latencies[-1], len(latencies)),
         )
-        self.assertLess(latencies[-1], 1000.0)
+        # No bound on the latency here (that is bench/'s job): that every wake
+        # brought data, well inside its 5 s wait, shows it woke on the output.
         # A quiet tool: the long poll holds the reply for its wait, then returns empty.
         t0 = time.monotonic()
         chunk = p.read_output(offset=offset, wait=0.5)
@@ -228,7 +229,8 @@ class CaptureTest(ManagerTestCase):
         self.assertEqual(list(p.stdout), ["o\n", "three\n", "four"], "iteration ends at EOF")
         self.assertEqual(p.stdout.read(), "")
         self.assertEqual(p.stdout.readline(), "")
-        self.assertEqual(p.returncode, 0)
+        # EOF on the stream can come before the exit is reported: wait for it.
+        self.assertEqual(p.wait(support.DEADLINE), 0)
         self.assertEqual(p.stderr.read(), "")
 
     def test_text_never_splits_a_character_and_bytes_are_exact(self):
@@ -250,13 +252,14 @@ class CaptureTest(ManagerTestCase):
         self.assertEqual(raw, text.encode() + b"\xff!")
 
     def test_a_read_with_a_timeout_raises_and_keeps_the_stream_usable(self):
-        p = self.pm.create(self.tag(), ["sh", "-c", "sleep 0.6; echo late; exec sleep 300"], PIPE)
+        # The tool prints only once told to (a line on its stdin), so the
+        # first read times out however slow the machine is.
+        p = self.pm.create(self.tag(), ["sh", "-c", "read go; echo late; exec sleep 300"], PIPE, stdin=PIPE)
         p.stdout.timeout = 0.2
-        t0 = time.monotonic()
         with self.assertRaises(ProcMgrTimeoutError):
             p.stdout.readline()
-        self.assertLess(time.monotonic() - t0, 5)
         self.assertEqual(p.stdout.read_available(), "")
+        p.write_stdin("go\n")
         p.stdout.timeout = support.DEADLINE
         self.assertEqual(p.stdout.readline(), "late\n")
         self.assertTrue(support.running(p.pid))
@@ -284,8 +287,7 @@ class CaptureTest(ManagerTestCase):
         with self.assertRaises(ProcMgrTimeoutError) as cm:
             p.wait_for_output("never", timeout=0.5)
         took = time.monotonic() - t0
-        self.assertGreaterEqual(took, 0.45)
-        self.assertLess(took, 5)
+        self.assertGreaterEqual(took, 0.45, "the timeout was not waited for")
         self.assertIsInstance(cm.exception, TimeoutError)
         self.assertIn("never", str(cm.exception))
         self.assertIn("nothing here", cm.exception.output)
@@ -293,10 +295,9 @@ class CaptureTest(ManagerTestCase):
 
     def test_wait_for_output_fails_fast_when_the_tool_exits_first(self):
         p = self.pm.create(self.tag(), ["sh", "-c", "echo bye; sleep 0.2; exit 7"], PIPE)
-        t0 = time.monotonic()
+        # OutputEndedError, not a timeout: it did not wait for its timeout.
         with self.assertRaises(OutputEndedError) as cm:
             p.wait_for_output("never", timeout=support.DEADLINE)
-        self.assertLess(time.monotonic() - t0, 5, "must not wait for the timeout once the tool is gone")
         self.assertEqual(cm.exception.returncode, 7)
         self.assertIn("bye", cm.exception.output)
         self.assertIsInstance(cm.exception, EOFError)
@@ -363,9 +364,10 @@ class ReadinessTest(ManagerTestCase):
         self.events = StateLog(self.pm)
 
     def assert_ready_after(self, t0: float, delay: float) -> None:
+        # Only a lower bound: the tool is not ready for its first ``delay``
+        # seconds. How long after that create returns is bench/'s business.
         took = time.monotonic() - t0
         self.assertGreaterEqual(took, delay - 0.05, "create returned before the tool was ready")
-        self.assertLess(took, delay + 5)
 
     def test_ready_on_output(self):
         t0 = time.monotonic()
@@ -419,8 +421,7 @@ class ReadinessTest(ManagerTestCase):
                 ready=Ready.output("^READY", timeout=0.5),
             )
         took = time.monotonic() - t0
-        self.assertGreaterEqual(took, 0.45)
-        self.assertLess(took, 10)
+        self.assertGreaterEqual(took, 0.45, "the readiness timeout was not waited for")
         self.assertEqual(cm.exception.code, -32005)
         self.assertEqual(cm.exception.tag, self.tag())
         pid = int(support.read_file(pidfile))
@@ -431,11 +432,11 @@ class ReadinessTest(ManagerTestCase):
     def test_early_exit_fails_at_once_and_takes_the_tree(self):
         pidfile = os.path.join(self.dir, "pid")
         script = "sleep 300 & echo $! > %s.child; echo $$ > %s; sleep 0.2; exit 3" % (pidfile, pidfile)
-        t0 = time.monotonic()
         with self.assertRaises(NotReadyError) as cm:
             self.pm.create(self.tag(), ["sh", "-c", script], PIPE, ready=Ready.output("^READY", timeout=30))
-        self.assertLess(time.monotonic() - t0, 10, "an exit must not wait for the readiness timeout")
+        # Failed on the exit, not on the readiness timeout.
         self.assertIn("exit", str(cm.exception))
+        self.assertNotIn("not ready within", str(cm.exception))
         for f in (pidfile, pidfile + ".child"):
             pid = int(support.read_file(f))
             self.assertFalse(support.running(pid), "%s survived a failed readiness" % f)
@@ -493,7 +494,6 @@ class RestartTest(ManagerTestCase):
             d = min(initial * 2 ** n, cap)
             gaps.append(gap)
             self.assertGreaterEqual(gap, d / 2 - 0.005, "restart %d came before its jittered minimum %.3f" % (n + 1, d / 2))
-            self.assertLess(gap, d + 2.0)
         report("restart gaps", ", ".join("%.3f s" % g for g in gaps) + " (bounds [0.1,0.2] [0.2,0.4] [0.25,0.5])")
         for pid, _, _ in runs:
             self.assertFalse(support.running(pid))
@@ -554,8 +554,13 @@ class RestartTest(ManagerTestCase):
         )
         first = p.pid
         p.kill()  # Process.kill(): the protocol's `signal` with SIGKILL
-        self.events.wait_for(lambda s, i: s == "started" and i.pid != first)
-        time.sleep(0.5)
+        second = self.events.wait_for(lambda s, i: s == "started" and i.pid != first).pid
+        # A run killed at birth never gets to exec: seeing the new run be
+        # sleep is the event that proves it was not.
+        self.assertTrue(
+            support.wait_until(lambda: os.path.basename(support.read_link("/proc/%d/exe" % second)) == "sleep"),
+            "waited for the restarted run %d to exec sleep; events: %s" % (second, self.events.states()),
+        )
         info = p.info()
         self.assertEqual(
             (info.state, info.alive, info.restarts), ("running", True, 1),
@@ -573,17 +578,23 @@ class RestartTest(ManagerTestCase):
         # A wait that ends during the backoff is not mistaken for the end.
         with self.assertRaises(subprocess.TimeoutExpired):
             p.wait(0.1)
-        t0 = time.monotonic()
         p.stop()
-        self.assertLess(time.monotonic() - t0, 3)
         # (the "stopped" event may arrive after stop()'s reply)
         self.events.wait_for(lambda s, i: s == "stopped")
         stopped_seq = max(q for q, s, i in self.events.events if s == "stopped")
-        time.sleep(2.2)  # past the longest backoff
+        # Fence: a tool that fails after the stop, with twice the backoff
+        # (jitter keeps a restart within [d/2, d]). Once it has restarted,
+        # the cancelled restart's moment has passed.
+        fence = self.pm.create(
+            self.tag("fence"), ["sh", "-c", "exit 1"],
+            restart=Restart("on-failure", initial_backoff=4.0, max_backoff=4.0),
+        )
+        self.events.wait_for(lambda s, i: s == "started" and i.tag == fence.tag and i.pid != fence.pid)
+        fence.stop()
         marked = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
                   if support.environ(pid).get("PROCMGR_BACKOFF_MARK") == mark]
         self.assertEqual(marked, [], "a run started after stop()")
-        self.assertEqual([s for q, s, i in self.events.events if q > stopped_seq], [])
+        self.assertEqual([s for q, s, i in self.events.events if q > stopped_seq and i.tag == self.tag()], [])
         self.assertEqual(self.events.states(self.tag()), ["started", "exited", "restarting", "stopped"])
         self.assertFalse(self.pm.running(self.tag()))
 
@@ -634,15 +645,12 @@ class StdinTest(ManagerTestCase):
         took = time.monotonic() - t0
         report("stdin", "a tool that does not read took %d bytes in %.1f ms" % (n, took * 1000))
         self.assertLess(n, len(big))
-        self.assertLess(took, 2.0)
         self.assertEqual(p.write_stdin(b"y" * 1000), 0, "a full pipe takes nothing more")
         # eof=True with a partial write must not close the pipe (the rest would be lost).
         self.assertEqual(p.write_stdin(b"z" * 1000, eof=True), 0)
         self.assertEqual(p.write_stdin(b"z"), 0, "the pipe must still be open")
-        t0 = time.monotonic()
         with self.assertRaises(ProcMgrTimeoutError) as cm:
             p.write_stdin_all(b"w" * 100_000, timeout=0.3)
-        self.assertLess(time.monotonic() - t0, 5)
         self.assertEqual(cm.exception.written, 0)
         self.assertTrue(p.is_alive())
         self.assertTrue(support.running(p.pid))

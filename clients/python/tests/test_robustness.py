@@ -96,7 +96,11 @@ class SidecarDeathTest(ManagerTestCase):
         t.start()
         # the stop is pending: the sidecar waits up to 120 s for the stubborn tool
         self.assertTrue(support.wait_until(lambda: self.pm._sidecar._pending))
-        time.sleep(0.2)
+        # ...and the sidecar is working on it (asked concurrently).
+        self.assertTrue(
+            support.wait_until(lambda: p.info().state == "stopping"),
+            "waited for the sidecar to report the tool as stopping",
+        )
         with self.assertLogs("procmgr", "ERROR") as logs:
             os.kill(sidecar.pid, signal.SIGKILL)
             t.join(support.DEADLINE)
@@ -148,15 +152,10 @@ class SidecarDeathTest(ManagerTestCase):
         sc = self.pm._connection()
         os.kill(sc.pid, signal.SIGSTOP)
         try:
-            # kill() returns before every thread has stopped; a request written
-            # meanwhile can still be answered (seen under load).
-            def stopped() -> bool:
-                tasks = "/proc/%d/task" % sc.pid
-                return all(
-                    (support.stat(int(t)) or {}).get("state") in ("T", "t") for t in os.listdir(tasks)
-                )
-
-            self.assertTrue(support.wait_until(stopped), "the sidecar's threads did not all stop")
+            # kill() returns before every thread has stopped: a thread still
+            # running can answer the call (seen at load 5). Wait for the stop.
+            self.assertTrue(support.wait_until(lambda: support.all_threads_stopped(sc.pid)),
+                            "waited for every thread of the sidecar to be stopped (state T)")
             with self.assertRaises(SidecarError) as cm:
                 sc.call("list", {}, timeout=0.3)
             self.assertIn("did not answer", str(cm.exception))
@@ -174,23 +173,25 @@ class SidecarDeathTest(ManagerTestCase):
         self.assertTrue(support.running(p.pid))
 
 
-def _all_threads_stopped(pid):
-    for tid in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-            if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
-                return False
-    return True
-
-
 class InterruptTest(support.SidecarTestCase):
     def test_ctrl_c_during_a_call_leaves_the_manager_usable(self):
         res = support.run_host(r"""
             import json, logging, os, signal, threading, time
             logging.basicConfig(level=logging.WARNING)
             from procmgr import procmgr
-            p = procmgr.create("stubborn", ["sh", "-c", "trap '' TERM; exec sleep 300"],
-                               stop_timeout=1.5)
-            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            from procmgr import output_option
+            # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when this
+            # host was started with SIGINT ignored (a background job of a
+            # script, as in make stress-parallel).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # Ctrl-C while the stop call waits for its reply: the tool sends
+            # it when the stop's SIGTERM reaches it, and ignores the SIGTERM
+            # (its sleep too), so the reply comes only after the 3 s grace.
+            # create returns once the traps are set (it prints "armed").
+            script = ("trap '' TERM; sleep 300 & trap 'kill -INT %d' TERM; echo armed; "
+                      "while kill -0 $! 2>/dev/null; do wait; done" % os.getpid())
+            p = procmgr.create("stubborn", ["sh", "-c", script], output_option.PIPE, stop_timeout=3,
+                               ready={"output": "^armed$", "timeout": 60})
             try:
                 p.stop()
                 outcome = "stop returned"
@@ -244,7 +245,6 @@ class HostDeathTest(support.SidecarTestCase):
         tools += descendants(tree)
         print(json.dumps({"sidecars": [pm.pid, procmgr.pid], "tools": tools,
                           "logs": [pm.log_path, procmgr.log_path]}), flush=True)
-        time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGKILL)
     """
 

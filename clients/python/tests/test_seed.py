@@ -196,6 +196,9 @@ class SeedSamplesTest(unittest.TestCase):
         old = Proc(self.terrific_pid())
         os.kill(old.pid, signal.SIGKILL)  # the crash
         self.assertTrue(support.wait_until(lambda: not old.running()))
+        # Dead is not yet reaped and reported: the sample asks the sidecar,
+        # so wait until the sidecar has seen the exit.
+        self.assertEqual(self.procmgr.fetch("terrific").wait(support.DEADLINE), -signal.SIGKILL)
         self.assertTrue(self.procmgr.running("terrific"), "running() stays True after a crash")
         self.run_sample(SAMPLE_RESTART)
         self.assertIs(self.ns["procrun"], False)
