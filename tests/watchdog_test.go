@@ -383,15 +383,23 @@ func TestHostAndSidecarSIGKILLedTogetherLeaveNothing(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/setsid"); err != nil {
 		t.Skip("needs /usr/bin/setsid")
 	}
-	var tools []chaosTool
-	for _, k := range chaosKinds {
-		// The forker ends its loop on its own; the rest wait forever. The
-		// env-clearing sleep would not count among the session's processes.
-		if k.kind != "forker" && k.kind != "env-clearing" {
+	for _, mode := range cgroupModes {
+		var tools []chaosTool
+		for _, k := range chaosKinds {
+			// The forker ends its loop on its own; the rest wait forever. The
+			// env-clearing sleep would not count among the session's
+			// processes. Without cgroups, the env-clearing setsid trees are
+			// the one documented limit once the sidecar is SIGKILLed (their
+			// parent dies of its parent-death signal at once, so no ancestry
+			// leads to them: docs/containment.md; the chaos suite counts them
+			// apart): they are left out there, or a moment of their fork,
+			// still marked before its exec, would be taken for a member.
+			if k.kind == "forker" || k.kind == "env-clearing" ||
+				(mode.args != nil && strings.HasPrefix(k.kind, "env-setsid")) {
+				continue
+			}
 			tools = append(tools, chaosTool{Kind: k.kind, Tag: k.kind, Argv: k.argv, StopTimeout: 1})
 		}
-	}
-	for _, mode := range cgroupModes {
 		for _, raw := range []bool{false, true} {
 			name := mode.name + "/own-session"
 			if raw {

@@ -117,7 +117,17 @@ class CreateTest(ManagerTestCase):
 
         # the dynamic loader of `sleep` briefly holds libc open: a leaked fd would stay
         support.wait_until(lambda: fds() == [0, 1, 2])
-        self.assertEqual(fds(), [0, 1, 2])
+
+        def targets():
+            out = []
+            for fd in fds():
+                try:
+                    out.append("%d -> %s" % (fd, os.readlink("/proc/%d/fd/%d" % (p.pid, fd))))
+                except OSError as exc:
+                    out.append("%d: %s" % (fd, exc))
+            return out
+
+        self.assertEqual(fds(), [0, 1, 2], "the tool (%s) holds %s" % (support.stat(p.pid), targets()))
         self.assertEqual(os.readlink("/proc/%d/fd/1" % p.pid), "/dev/null")
 
     def test_output_to_file(self):
