@@ -1,6 +1,6 @@
 module procmgr
 
-go 1.22
+go 1.23
 
 require (
 	github.com/sourcegraph/jsonrpc2 v0.2.3

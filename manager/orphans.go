@@ -27,8 +27,9 @@ import (
 // the sidecar; an orphan's exit changes the count), and on a slow timer
 // while there are tools or orphans, since a
 // double fork re-parents a grandchild without any signal to the sidecar.
-// The timer keeps the looking under about 1% of a CPU: its period is 100
-// times the last look's duration, between 1 s and 10 s; looks asked for
+// The timer keeps the looking under about 0.1% of a CPU (the idle budget of
+// docs/benchmarks.md row 5): its period is 1000 times the last look's
+// duration, between 1 s and 30 s (about 9 s at 1000 tools); looks asked for
 // more often are spaced out (orphanScanGap). A look is one pass over /proc
 // (procTable), shared with every stop in progress. Each look also records
 // the ancestry of every tool's processes, so an escaper whose parent chain
@@ -37,8 +38,8 @@ import (
 // orphanScan bounds the slow timer's period (see above).
 const (
 	orphanScanMin  = time.Second
-	orphanScanMax  = 10 * time.Second
-	orphanScanDuty = 100 // period ≥ orphanScanDuty × a look's duration
+	orphanScanMax  = 30 * time.Second
+	orphanScanDuty = 1000 // period ≥ orphanScanDuty × a look's duration
 	// orphanScanGap is the least time between two looks, so that a burst of
 	// exits (a shutdown of many tools) or a daemon whose short-lived
 	// children keep being re-parented to the sidecar does not make it scan
