@@ -24,7 +24,7 @@ waits for can no longer come because the tool exited for good.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 __all__ = [
     "ProcMgrError",
@@ -83,7 +83,30 @@ class SidecarError(ProcMgrError):
 class NotReadyError(ProcMgrError):
     """``create(..., ready=...)``: the readiness condition did not hold in time,
     or the tool exited first (code -32005).  The tool was stopped (nothing of
-    it remains) and the tag is free again."""
+    it remains) and the tag is free again.
+
+    ``output_tail``: the end of the tool's captured output (last 20 lines, at
+    most 4 KiB; ``""`` when it wrote nothing, None when nothing is captured);
+    ``exit_status``: ``{"exit_code": int|None, "signal": str|None}`` when the
+    tool exited before it was ready, else None; ``stopped``: True when a
+    ``stop`` of the tag ended the wait.  The message says the same in words,
+    with a hint at block buffering when nothing was written.
+    """
+
+    def _field(self, name: str) -> Any:
+        return self.data.get(name) if isinstance(self.data, dict) else None
+
+    @property
+    def output_tail(self) -> Optional[str]:
+        return self._field("output_tail")
+
+    @property
+    def exit_status(self) -> Optional[Dict[str, Any]]:
+        return self._field("exit_status")
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._field("stopped"))
 
 
 class ProcMgrTimeoutError(ProcMgrError, TimeoutError):

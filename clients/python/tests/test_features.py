@@ -427,7 +427,19 @@ class ReadinessTest(ManagerTestCase):
         pid = int(support.read_file(pidfile))
         self.assertFalse(support.running(pid), "a tool that was not ready must be gone")
         self.assertFalse(self.pm.running(self.tag()), "the tag must be free")
+        # What it printed comes with the error; it did not exit on its own.
+        self.assertEqual(cm.exception.output_tail, "booting")
+        self.assertIn("booting", str(cm.exception))
+        self.assertIsNone(cm.exception.exit_status)
+        self.assertFalse(cm.exception.stopped)
         self.pm.create(self.tag(), ["true"]).stop()
+
+    def test_not_ready_with_nothing_written_hints_at_block_buffering(self):
+        with self.assertRaises(NotReadyError) as cm:
+            self.pm.create(self.tag(), ["sh", "-c", "exit 4"], PIPE, ready=Ready.output("^READY", timeout=30))
+        self.assertEqual(cm.exception.output_tail, "")
+        self.assertEqual(cm.exception.exit_status, {"exit_code": 4, "signal": None})
+        self.assertIn("PYTHONUNBUFFERED", str(cm.exception))
 
     def test_early_exit_fails_at_once_and_takes_the_tree(self):
         pidfile = os.path.join(self.dir, "pid")
