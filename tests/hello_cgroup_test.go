@@ -43,6 +43,11 @@ func TestHelloSaysCgroupModeIsOffWithNoCgroupAndWhy(t *testing.T) {
 	if *cg.On || cg.Dir != "" || !strings.Contains(cg.Reason, "--no-cgroup") {
 		t.Errorf("hello cgroup with --no-cgroup = %+v, want off because of --no-cgroup", cg)
 	}
+	// The Go client reads the same members.
+	h, err := sc.Hello(ctxT(t))
+	if err != nil || h.Cgroup.On || h.Cgroup.Reason != cg.Reason || h.WatchdogPid <= 0 || h.Orphans != 0 {
+		t.Errorf("Go client Hello = %+v, %v; want cgroup off (%q), a watchdog, no orphans", h, err, cg.Reason)
+	}
 }
 
 // Where cgroup mode is on, the directory hello names is the one the kernel

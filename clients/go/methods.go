@@ -17,6 +17,17 @@ type HelloResult struct {
 	Pid      int      `json:"pid"`
 	Session  string   `json:"session"` // the PROCMGR_SESSION value of every tool
 	Features []string `json:"features"`
+	// WatchdogPid is the session watchdog's pid, 0 when none runs.
+	WatchdogPid int `json:"watchdog_pid"`
+	// Orphans counts adopted processes that belong to no tool (killed when
+	// the session ends), as of the sidecar's last look.
+	Orphans int `json:"orphans"`
+	// Cgroup says whether each tool gets a cgroup v2 of its own, and why not.
+	Cgroup struct {
+		On     bool   `json:"on"`
+		Dir    string `json:"dir"`
+		Reason string `json:"reason"`
+	} `json:"cgroup"`
 }
 
 // ProcessInfo describes a tool as the sidecar sees it.
@@ -31,6 +42,10 @@ type ProcessInfo struct {
 	Signal    *string    `json:"signal"` // e.g. "SIGKILL"
 	StartedAt time.Time  `json:"started_at"`
 	ExitedAt  *time.Time `json:"exited_at"`
+	Restarts  int        `json:"restarts"`
+	// Orphans counts the processes the sidecar adopted that belong to this
+	// tool (they go with its stop).
+	Orphans int `json:"orphans"`
 }
 
 // Output is a tool's stdout or stderr destination: "discard", "inherit",
