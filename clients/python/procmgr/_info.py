@@ -124,7 +124,8 @@ class ProcessInfo:
     ``state`` is "running", "stopping", "exited" or "fatal" (its restart
     policy gave up); ``pid``, ``started_at``, ``exit_code``... describe the
     current (or last) run, and ``restarts`` counts the runs the restart
-    policy started.
+    policy started.  ``orphans`` counts the processes of the tool's tree that
+    the sidecar adopted (their parent exited); they go with its ``stop()``.
     """
 
     tag: str
@@ -138,6 +139,7 @@ class ProcessInfo:
     started_at: Optional[datetime.datetime]
     exited_at: Optional[datetime.datetime]
     restarts: int = 0
+    orphans: int = 0
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -164,6 +166,7 @@ class ProcessInfo:
             started_at=_parse_time(get("started_at")),
             exited_at=_parse_time(get("exited_at")),
             restarts=_int(get("restarts")),
+            orphans=_int(get("orphans")),
             raw=dict(obj),
         )
         return self

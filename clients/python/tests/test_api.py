@@ -130,6 +130,21 @@ class CreateTest(ManagerTestCase):
         self.assertEqual(fds(), [0, 1, 2], "the tool (%s) holds %s" % (support.stat(p.pid), targets()))
         self.assertEqual(os.readlink("/proc/%d/fd/1" % p.pid), "/dev/null")
 
+    def test_an_adopted_orphan_is_counted_with_its_tool_and_goes_with_its_stop(self):
+        with tempfile.TemporaryDirectory() as d:
+            pidfile = os.path.join(d, "orphan")
+            p = self.pm.create(self.tag(), ["sh", "-c", "(sleep 300 & echo $! > %s); exec sleep 300" % pidfile])
+            self.assertTrue(support.wait_until(lambda: os.path.exists(pidfile) and support.read_file(pidfile).strip()),
+                            "waited for the orphan's pid file")
+            orphan = int(support.read_file(pidfile))
+        sidecar = self.pm._connection().pid
+        self.assertTrue(support.wait_until(lambda: (support.stat(orphan) or {}).get("ppid") == sidecar),
+                        "waited for the orphan to be re-parented to the sidecar (its subreaper)")
+        self.assertTrue(support.wait_until(lambda: p.info().orphans == 1),
+                        "waited for the sidecar to count the orphan with its tool: %r" % (p.info(),))
+        p.stop()
+        self.assertFalse(support.running(orphan), "the tool's adopted orphan outlived its stop")
+
     def test_output_to_file(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "out.log")
