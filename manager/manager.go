@@ -166,15 +166,7 @@ func (m *Manager) Fetch(tag string) (Info, bool) {
 
 // List returns every tool, sorted by tag.
 func (m *Manager) List() []Info {
-	m.mu.Lock()
-	tools := make([]*tool, 0, len(m.tools))
-	for _, t := range m.tools {
-		if t != nil {
-			tools = append(tools, t)
-		}
-	}
-	m.mu.Unlock()
-	sort.Slice(tools, func(i, j int) bool { return tools[i].tag < tools[j].tag })
+	tools := m.sortedTools()
 	out := make([]Info, len(tools))
 	for i, t := range tools {
 		out[i] = t.info()
@@ -207,4 +199,11 @@ func (m *Manager) Signal(tag string, sig syscall.Signal) error {
 	}
 	m.signalTree(t, t.current(), sig)
 	return nil
+}
+
+// sortedTools is snapshotTools sorted by tag.
+func (m *Manager) sortedTools() []*tool {
+	tools := m.snapshotTools()
+	sort.Slice(tools, func(i, j int) bool { return tools[i].tag < tools[j].tag })
+	return tools
 }

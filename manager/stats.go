@@ -143,15 +143,7 @@ func (m *Manager) Stats(tag string) (Stats, error) {
 // ListStats is List with every tool's Stats, sampled in one pass spread
 // over the CPUs.
 func (m *Manager) ListStats() ([]Info, []Stats) {
-	m.mu.Lock()
-	tools := make([]*tool, 0, len(m.tools))
-	for _, t := range m.tools {
-		if t != nil {
-			tools = append(tools, t)
-		}
-	}
-	m.mu.Unlock()
-	sort.Slice(tools, func(i, j int) bool { return tools[i].tag < tools[j].tag })
+	tools := m.sortedTools()
 	stats := m.sample(tools)
 	infos := make([]Info, len(tools))
 	for i, t := range tools {
