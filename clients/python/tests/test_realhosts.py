@@ -77,8 +77,12 @@ class InterruptSafeCreateTest(support.SidecarTestCase):
         # presses Ctrl-C (SIGINT) once the tool runs.
         host, script = support.start_host(
             """
-            import json, os, sys, time
+            import json, os, signal, sys, time
             from procmgr import ProcessManager, Ready, TagInUseError
+            # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when this
+            # host was started with SIGINT ignored (a background job of a
+            # script, as in make stress-parallel).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             pm = ProcessManager()
             print(json.dumps({"sidecar": pm.pid}), flush=True)
             try:
@@ -178,6 +182,14 @@ class LitterSweepTest(support.SidecarTestCase):
     (temp dir, empty session cgroup), never a live neighbour's (item 6)."""
 
     def test_next_start_removes_a_dead_sessions_litter_and_keeps_a_live_neighbours(self) -> None:
+        # The sessions of this test keep their temp dirs in a root of their
+        # own: a starting sidecar sweeps the root its own temp dir is in, so
+        # another suite's sessions (in the system's) cannot take the dead
+        # session's dir before the start this test makes does.
+        root = tempfile.mkdtemp(prefix="sweep-root-")
+        self.addCleanup(shutil.rmtree, root, True)
+        saved, tempfile.tempdir = tempfile.tempdir, root
+        self.addCleanup(setattr, tempfile, "tempdir", saved)
         # A session whose sidecar and watchdog are both SIGKILLed leaves its
         # temp dir and (in cgroup mode) its emptied session cgroup.
         dead = ProcessManager(BIN)
@@ -213,7 +225,12 @@ class LitterSweepTest(support.SidecarTestCase):
             # A sweep never touches a cgroup changed in the last seconds (it may
             # be a sidecar's that is not open yet): make both look settled.
             for d in (dead_cg, live_cg):
-                os.utime(d, (time.time() - 3600, time.time() - 3600))
+                try:
+                    os.utime(d, (time.time() - 3600, time.time() - 3600))
+                except FileNotFoundError:
+                    # Only the dead one can go: another session's start (a
+                    # neighbour suite's) swept it already, as it should.
+                    self.assertEqual(d, dead_cg, "the live session's cgroup vanished")
 
         work = tempfile.mkdtemp(prefix="procmgr-sweeplog-")
         self.addCleanup(shutil.rmtree, work, True)
