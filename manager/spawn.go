@@ -67,9 +67,7 @@ func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr, intoCgroup bool)
 	var err error
 	m.spawner.do(func() {
 		_, err = m.mon.Track(func() (int, error) {
-			var pid int
-			var err error
-			withEmptySignalMask(func() { pid, err = syscall.ForkExec(t.path, t.spec.Argv, attr) })
+			pid, err := syscall.ForkExec(t.path, t.spec.Argv, attr)
 			if err != nil {
 				return 0, err
 			}

@@ -4,6 +4,6 @@ package manager
 // ignored set; tools inherit the sidecar's mask and ignored signals
 // (docs/containment.md).
 
-func withEmptySignalMask(f func()) { f() }
+func emptySignalMask() {}
 
 func defaultIgnoredSignals() {}

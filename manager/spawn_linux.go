@@ -12,19 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// withEmptySignalMask runs f (a fork, on the spawner thread) with this
-// thread's signal mask empty. A child inherits the mask of the thread that
-// forked it, and the Go runtime keeps the mask the sidecar was started with
-// on every thread: a host that started the sidecar with SIGUSR1 blocked
-// would pass that on to every tool. The mask is restored afterwards.
-func withEmptySignalMask(f func()) {
-	var empty, old unix.Sigset_t
-	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &empty, &old); err != nil {
-		f()
-		return
-	}
-	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
-	f()
+// emptySignalMask empties the calling thread's signal mask; the spawner
+// thread calls it once. A child inherits the mask of the thread that forked
+// it (the runtime saves the thread's mask before a fork and restores it in
+// the child), and every thread starts with the mask the sidecar was started
+// with: a host that started the sidecar with SIGUSR1 blocked would pass that
+// on to every tool.
+func emptySignalMask() {
+	var empty unix.Sigset_t
+	unix.PthreadSigmask(unix.SIG_SETMASK, &empty, nil)
 }
 
 // defaultIgnoredSignals makes every signal the sidecar was started with

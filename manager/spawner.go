@@ -25,6 +25,7 @@ func newSpawner() *spawner {
 
 func (s *spawner) loop() {
 	runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+	emptySignalMask()      // for good: a tool inherits this thread's mask (spawn_linux.go)
 	for f := range s.work {
 		f()
 	}
