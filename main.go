@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -162,10 +163,11 @@ func run() int {
 	}
 	go manager.SweepLitter(session, litterRoot, log)
 	shutdownReplied := make(chan struct{})
+	var replied sync.Once // two shutdown calls may both reply
 	api.Register(srv, mgr, api.Options{
 		Version:    version,
 		Features:   features(mgr),
-		OnShutdown: func() { close(shutdownReplied) },
+		OnShutdown: func() { replied.Do(func() { close(shutdownReplied) }) },
 
 		CgroupOffReason: cgroupOffReason(c.noCgroup, mgr.CgroupDir() != ""), // main_cgroup.go
 	})

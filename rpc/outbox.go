@@ -8,9 +8,8 @@ import (
 )
 
 // errNotReading reports a frame that was not written because the peer is
-// not reading: the output budget is spent and either the input has ended
-// (the peer closed it without reading what it was owed) or the frame was a
-// notification, which never waits.
+// not reading: the output budget is spent and the input has ended (the peer
+// closed it without reading what it was owed).
 var errNotReading = errors.New("the peer is not reading: output budget spent")
 
 // outbox holds the frames not yet written, at most budget bytes of them, and
@@ -21,7 +20,7 @@ type outbox struct {
 	mu      sync.Mutex
 	room    *sync.Cond // signalled when bytes were written or gone set
 	frames  [][]byte
-	queued  int // bytes queued or being written, plus reservations
+	queued  int // bytes queued or being written
 	budget  int
 	blocked int   // puts waiting for room
 	gone    bool  // the input hung up while puts waited: they give up
@@ -46,13 +45,13 @@ func newOutbox(w io.Writer, frame frameWriter, budget int) *outbox {
 
 func (o *outbox) fits(n int) bool { return o.queued == 0 || o.queued+n <= o.budget }
 
-// put queues one frame. With wait it blocks while the budget is spent (back
-// pressure on a peer that does not read), until room is made, the output
-// fails, or the input hangs up; without wait it gives up at once.
-func (o *outbox) put(body []byte, wait bool) error {
+// put queues one frame. It blocks while the budget is spent (back pressure
+// on a peer that does not read), until room is made, the output fails, or
+// the input hangs up.
+func (o *outbox) put(body []byte) error {
 	o.mu.Lock()
 	for !o.fits(len(body)) && o.broken == nil {
-		if !wait || o.gone {
+		if o.gone {
 			o.mu.Unlock()
 			return errNotReading
 		}
@@ -78,25 +77,6 @@ func (o *outbox) put(body []byte, wait bool) error {
 	default:
 	}
 	return nil
-}
-
-// reserve claims n bytes of the budget without waiting; false when they do
-// not fit. release gives them back.
-func (o *outbox) reserve(n int) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.fits(n) || o.broken != nil {
-		return false
-	}
-	o.queued += n
-	return true
-}
-
-func (o *outbox) release(n int) {
-	o.mu.Lock()
-	o.queued -= n
-	o.room.Broadcast()
-	o.mu.Unlock()
 }
 
 // idle reports whether every queued frame has been written (or dropped by a

@@ -145,7 +145,7 @@ func (s *Stream) WriteObject(obj any) error {
 	if err != nil {
 		return err
 	}
-	return s.out.put(body, true)
+	return s.out.put(body)
 }
 
 // Close implements jsonrpc2.ObjectStream; jsonrpc2 calls it when its Conn is
@@ -170,7 +170,7 @@ func (s *Stream) end() { s.endOnce.Do(func() { close(s.ended) }) }
 func (s *Stream) Idle() bool { return s.out.idle() }
 
 func (s *Stream) writeError(id *jsonrpc2.ID, e *Error) {
-	if err := s.out.put(errorResponse(id, e), true); err != nil {
+	if err := s.out.put(errorResponse(id, e)); err != nil {
 		s.log.Debug("error reply not sent", "err", err)
 	}
 }

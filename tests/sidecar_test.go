@@ -461,3 +461,27 @@ func (r *rawConn) mustResult(id int, method string, params, out any) {
 		}
 	}
 }
+
+// Two shutdown calls in flight at once both get their reply and the sidecar
+// exits 0: the second one's reply hook must not close what the first closed.
+func TestTwoShutdownsAtOnceExitCleanly(t *testing.T) {
+	t.Parallel()
+	r := startRaw(t, false)
+	r.sendWait(r.frame(`{"jsonrpc":"2.0","id":1,"method":"shutdown","params":{}}` + "\n" +
+		`{"jsonrpc":"2.0","id":2,"method":"shutdown","params":{}}`))
+	for _, id := range []string{"1", "2"} {
+		if m := r.until(id); m.Error != nil {
+			t.Errorf("shutdown %s: %s", id, m.Error)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sidecar after two shutdowns: %v (want exit status 0)", err)
+		}
+	case <-time.After(callTimeout):
+		t.Fatalf("sidecar still running %v after two shutdowns", callTimeout)
+	}
+}
