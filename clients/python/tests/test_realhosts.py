@@ -90,8 +90,15 @@ class InterruptSafeCreateTest(support.SidecarTestCase):
                           ready=Ready.path("never-there", timeout=300))
                 result = {"interrupted": False}
             except KeyboardInterrupt:
-                # Nothing waited here: the tag must be free already.
-                result = {"interrupted": True, "running": pm.running("t")}
+                # Nothing waited here: the tag must be free already, and the
+                # tool gone, as the OS says (not only the sidecar).
+                pid = int(open("%(pidfile)s").read())
+                try:
+                    with open("/proc/%%d/stat" %% pid) as f:
+                        alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+                except OSError:
+                    alive = False
+                result = {"interrupted": True, "running": pm.running("t"), "tool_alive": alive}
                 try:
                     p = pm.create("t", ["sleep", "300"])
                     result["retry_pid"] = p.pid
@@ -112,6 +119,7 @@ class InterruptSafeCreateTest(support.SidecarTestCase):
         out, err = host.communicate(timeout=DEADLINE)
         self.assertTrue(result.get("interrupted"), "create was not interrupted: %r %s" % (result, err))
         self.assertFalse(result["running"], "the tag was still in use after the interrupt")
+        self.assertFalse(result["tool_alive"], "the tool still ran when the KeyboardInterrupt reached the host")
         self.assertIn("retry_pid", result, "a retry with the same tag failed: %r" % result)
         self.assertEqual(wait_gone([tool]), [], "the interrupted create's tool survived")
         self.assertEqual(host.returncode, 0, err.decode())
