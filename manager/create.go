@@ -112,7 +112,7 @@ func (m *Manager) newTool(spec Spec) (*tool, error) {
 	}
 	var err error
 	if t.path, err = lookPath(spec.Argv[0], envValue(t.env, "PATH"), spec.Dir); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrSpawn, spec.Argv[0], err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrSpawn, spec.Argv[0], err)
 	}
 	if spec.Dir != "" {
 		if st, err := os.Stat(spec.Dir); err != nil {

@@ -18,4 +18,19 @@ var (
 	ErrNotReady = errors.New("not ready")
 	// ErrInvalid: a request is malformed (bad tag, empty argv, unknown signal).
 	ErrInvalid = errors.New("invalid argument")
+
+	// The errors below come wrapped together with one of the above, so
+	// that a caller can tell the cases apart without reading the message.
+
+	// ErrExecNotFound (with ErrSpawn): argv[0] names no executable file,
+	// in the tool's PATH or at the path given.
+	ErrExecNotFound = errors.New("executable not found")
+	// ErrNotCaptured (with ErrInvalid): a read of a stream that is not captured.
+	ErrNotCaptured = errors.New("stream not captured")
+	// ErrStdinClosed (with ErrInvalid): a write to a stdin pipe that was
+	// closed with eof.
+	ErrStdinClosed = errors.New("stdin was closed")
+	// ErrStdinNotPiped (with ErrInvalid): a write to the stdin of a tool
+	// created with stdin "null".
+	ErrStdinNotPiped = errors.New("stdin is not a pipe")
 )

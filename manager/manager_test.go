@@ -70,14 +70,18 @@ func gone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
 
 func TestSpawnFailureNamesTheReasonAndFreesTheTag(t *testing.T) {
 	_, err := testMgr.Create(context.Background(), Spec{Tag: "missing", Argv: []string{"/nonexistent/tool"}})
-	if !errors.Is(err, ErrSpawn) || !strings.Contains(err.Error(), "no such file") {
-		t.Fatalf("err = %v, want ErrSpawn with the OS reason", err)
+	if !errors.Is(err, ErrSpawn) || !errors.Is(err, ErrExecNotFound) || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("err = %v, want ErrSpawn and ErrExecNotFound with the OS reason", err)
+	}
+	_, err = testMgr.Create(context.Background(), Spec{Tag: "notinpath", Argv: []string{"procmgr-no-such-command-xyz"}})
+	if !errors.Is(err, ErrSpawn) || !errors.Is(err, ErrExecNotFound) {
+		t.Fatalf("err = %v, want ErrSpawn and ErrExecNotFound", err)
 	}
 	if testMgr.Running("missing") {
 		t.Fatal("a failed create left its tag in use")
 	}
 	_, err = testMgr.Create(context.Background(), Spec{Tag: "badcwd", Argv: []string{"true"}, Dir: "/nonexistent"})
-	if !errors.Is(err, ErrSpawn) || !strings.Contains(err.Error(), "cwd") {
+	if !errors.Is(err, ErrSpawn) || errors.Is(err, ErrExecNotFound) || !strings.Contains(err.Error(), "cwd") {
 		t.Fatalf("err = %v, want ErrSpawn naming the cwd", err)
 	}
 }

@@ -222,11 +222,14 @@ func lookPath(file, pathEnv, dir string) (string, error) {
 	if firstErr != nil {
 		return "", firstErr
 	}
-	return "", errors.New("executable file not found in $PATH")
+	return "", fmt.Errorf("%w in $PATH", ErrExecNotFound)
 }
 
 func executable(path string) error {
 	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %w", ErrExecNotFound, unwrapPathErr(err))
+	}
 	if err != nil {
 		return unwrapPathErr(err)
 	}

@@ -75,13 +75,10 @@ func (t *tool) captureOf(stream string) (*capture, error) {
 		return nil, fmt.Errorf("%w: stream must be \"stdout\" or \"stderr\"", ErrInvalid)
 	}
 	if c == nil {
-		return nil, fmt.Errorf("%w: %s of %q is not captured (create it with %s: \"capture\")", ErrInvalid, stream, t.tag, stream)
+		return nil, fmt.Errorf("%w: %w: %s of %q is not captured (create it with %s: \"capture\")", ErrInvalid, ErrNotCaptured, stream, t.tag, stream)
 	}
 	return c, nil
 }
-
-// ErrStdinClosed: the tool's stdin is not a pipe, or was closed with eof.
-var ErrStdinClosed = errors.New("stdin is not an open pipe")
 
 // WriteStdin writes data to the tool's stdin pipe, waiting at most
 // stdinWriteWait for room, and returns how many bytes went in. With eof the
@@ -99,7 +96,7 @@ func (m *Manager) WriteStdin(tag string, data []byte, eof bool) (int, error) {
 	t.mu.Unlock()
 	if w == nil {
 		if !t.spec.StdinPipe {
-			return 0, fmt.Errorf("%w: %w: %q was created with stdin \"null\"", ErrInvalid, ErrStdinClosed, tag)
+			return 0, fmt.Errorf("%w: %w: %q was created with stdin \"null\"", ErrInvalid, ErrStdinNotPiped, tag)
 		}
 		return 0, fmt.Errorf("%w: %w: stdin of %q was closed", ErrInvalid, ErrStdinClosed, tag)
 	}
