@@ -280,26 +280,37 @@ func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResul
 	return shutdownResult{Stopped: n}, nil
 }
 
-// notReadyData is -32005's data: the tag, and from a *manager.NotReadyError
-// the end of the captured output ("output_tail", null when nothing is
-// captured) and how the tool exited ("exit_status", null when it did not
-// exit on its own before it was ready).
-func notReadyData(err error, tag string) any {
-	var nre *manager.NotReadyError
-	if !errors.As(err, &nre) {
-		return map[string]string{"tag": tag}
-	}
+// Reason words of the protocol's errors (error.data.reason, docs/protocol.md),
+// beyond the ones of JSON-RPC's codes (rpc.Reason*).
+const (
+	ReasonTagInUse       = "tag_in_use"
+	ReasonNoSuchTag      = "no_such_tag"
+	ReasonExecNotFound   = "exec_not_found"
+	ReasonSpawnFailed    = "spawn_failed"
+	ReasonShuttingDown   = "shutting_down"
+	ReasonNotCaptured    = "not_captured"
+	ReasonStdinClosed    = "stdin_closed"
+	ReasonStdinNotPiped  = "stdin_not_piped"
+	ReasonNotReadyTime   = "timeout"
+	ReasonNotReadyExited = "exited"
+	ReasonNotReadyStop   = "stopped"
+)
+
+// notReadyData is -32005's data beyond the reason: the tag, and from a
+// *manager.NotReadyError the end of the captured output ("output_tail", null
+// when nothing is captured) and how the tool exited ("exit_status", null
+// when it did not exit on its own before it was ready).
+func notReadyData(nre *manager.NotReadyError, tag string) any {
 	type exitStatus struct {
 		ExitCode *int    `json:"exit_code"`
 		Signal   *string `json:"signal"`
 	}
 	d := struct {
 		Tag        string      `json:"tag"`
-		Reason     string      `json:"reason"`
 		Stopped    bool        `json:"stopped"`
 		OutputTail *string     `json:"output_tail"`
 		ExitStatus *exitStatus `json:"exit_status"`
-	}{Tag: tag, Reason: nre.Reason, Stopped: nre.Stopped}
+	}{Tag: tag, Stopped: nre.Stopped}
 	if nre.Captured {
 		d.OutputTail = &nre.OutputTail
 	}
@@ -317,7 +328,20 @@ func notReadyData(err error, tag string) any {
 	return d
 }
 
-// toRPCError maps the manager's sentinel errors onto the protocol's codes.
+// notReadyReason is -32005's reason word: a stop ended the wait, the tool
+// exited first, or the condition did not hold in time.
+func notReadyReason(nre *manager.NotReadyError) string {
+	switch {
+	case nre.Stopped:
+		return ReasonNotReadyStop
+	case nre.Exited:
+		return ReasonNotReadyExited
+	}
+	return ReasonNotReadyTime
+}
+
+// toRPCError maps the manager's sentinel errors onto the protocol's codes
+// and reason words.
 func toRPCError(err error, tag string) error {
 	if err == nil {
 		return nil
@@ -325,18 +349,35 @@ func toRPCError(err error, tag string) error {
 	data := map[string]string{"tag": tag}
 	switch {
 	case errors.Is(err, manager.ErrTagInUse):
-		return &rpc.Error{Code: CodeTagInUse, Message: err.Error(), Data: data}
+		return &rpc.Error{Code: CodeTagInUse, Message: err.Error(), Reason: ReasonTagInUse, Data: data}
 	case errors.Is(err, manager.ErrNoSuchTag):
-		return &rpc.Error{Code: CodeNoSuchTag, Message: err.Error(), Data: data}
+		return &rpc.Error{Code: CodeNoSuchTag, Message: err.Error(), Reason: ReasonNoSuchTag, Data: data}
 	case errors.Is(err, manager.ErrSpawn):
-		return &rpc.Error{Code: CodeSpawnFailed, Message: err.Error(), Data: data}
+		reason := ReasonSpawnFailed
+		if errors.Is(err, manager.ErrExecNotFound) {
+			reason = ReasonExecNotFound
+		}
+		return &rpc.Error{Code: CodeSpawnFailed, Message: err.Error(), Reason: reason, Data: data}
 	case errors.Is(err, manager.ErrNotReady):
-		return &rpc.Error{Code: CodeNotReady, Message: err.Error(), Data: notReadyData(err, tag)}
+		var nre *manager.NotReadyError
+		if !errors.As(err, &nre) {
+			nre = &manager.NotReadyError{Tag: tag}
+		}
+		return &rpc.Error{Code: CodeNotReady, Message: err.Error(), Reason: notReadyReason(nre), Data: notReadyData(nre, tag)}
 	case errors.Is(err, manager.ErrShuttingDown):
-		return &rpc.Error{Code: CodeShuttingDown, Message: "shutting down: no new tools are started", Data: data}
+		return &rpc.Error{Code: CodeShuttingDown, Message: "shutting down: no new tools are started", Reason: ReasonShuttingDown, Data: data}
 	case errors.Is(err, manager.ErrInvalid):
 		msg := strings.TrimPrefix(err.Error(), manager.ErrInvalid.Error()+": ")
-		return &rpc.Error{Code: rpc.CodeInvalidParams, Message: "invalid params: " + msg, Data: data}
+		reason := rpc.ReasonInvalidParams
+		switch {
+		case errors.Is(err, manager.ErrNotCaptured):
+			reason = ReasonNotCaptured
+		case errors.Is(err, manager.ErrStdinClosed):
+			reason = ReasonStdinClosed
+		case errors.Is(err, manager.ErrStdinNotPiped):
+			reason = ReasonStdinNotPiped
+		}
+		return &rpc.Error{Code: rpc.CodeInvalidParams, Message: "invalid params: " + msg, Reason: reason, Data: data}
 	}
 	return err
 }

@@ -25,7 +25,43 @@ const (
 type Error struct {
 	Code    int64
 	Message string
-	Data    any // encoded as error.data when non-nil
+	// Reason is error.data.reason: one stable snake_case word that clients
+	// branch on (the message is for people and may change). Empty means the
+	// code's own word (DefaultReason).
+	Reason string
+	// Data is encoded as error.data when it is a JSON object: its members
+	// come after "reason". Data that is not an object is left out.
+	Data any
+}
+
+// Reasons of the codes JSON-RPC defines, and of CodeServerBusy.
+const (
+	ReasonParseError     = "parse_error"
+	ReasonInvalidRequest = "invalid_request"
+	ReasonMethodNotFound = "method_not_found"
+	ReasonInvalidParams  = "invalid_params"
+	ReasonInternalError  = "internal_error"
+	ReasonServerBusy     = "server_busy"
+)
+
+// DefaultReason is the reason word of an error with the code and no reason
+// of its own: the word for JSON-RPC's codes, "error" for any other.
+func DefaultReason(code int64) string {
+	switch code {
+	case CodeParseError:
+		return ReasonParseError
+	case CodeInvalidRequest:
+		return ReasonInvalidRequest
+	case CodeMethodNotFound:
+		return ReasonMethodNotFound
+	case CodeInvalidParams:
+		return ReasonInvalidParams
+	case CodeInternalError:
+		return ReasonInternalError
+	case CodeServerBusy:
+		return ReasonServerBusy
+	}
+	return "error"
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d)", e.Message, e.Code) }
@@ -35,16 +71,23 @@ func Errorf(code int64, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// wire is the error as jsonrpc2 sends it. Data that cannot be encoded is
-// left out rather than losing the error.
+// wire is the error as jsonrpc2 sends it: error.data is always an object
+// with "reason" first. Data that cannot be encoded, or is no object, is left
+// out rather than losing the error.
 func (e *Error) wire() *jsonrpc2.Error {
-	w := &jsonrpc2.Error{Code: e.Code, Message: e.Message}
+	reason := e.Reason
+	if reason == "" {
+		reason = DefaultReason(e.Code)
+	}
+	b, _ := json.Marshal(reason) // a string always encodes
+	data := append([]byte(`{"reason":`), b...)
 	if e.Data != nil {
-		if b, err := json.Marshal(e.Data); err == nil {
-			w.Data = (*json.RawMessage)(&b)
+		if more, err := json.Marshal(e.Data); err == nil && len(more) > 2 && more[0] == '{' {
+			data = append(append(data, ','), more[1:len(more)-1]...)
 		}
 	}
-	return w
+	data = append(data, '}')
+	return &jsonrpc2.Error{Code: e.Code, Message: e.Message, Data: (*json.RawMessage)(&data)}
 }
 
 // errorResponse is the one encoder of an error reply. jsonrpc2.Response
