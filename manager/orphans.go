@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,23 +206,16 @@ func (m *Manager) toolCgroups() map[string]string {
 // cgroupOf names the tool cgroup directory of this session that pid is in
 // (or below), or "".
 func (m *Manager) cgroupOf(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	path, err := procCgroup("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
 		return ""
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		path, ok := strings.CutPrefix(line, "0::")
-		if !ok {
-			continue
-		}
-		_, rest, ok := strings.Cut(path, "/procmgr-"+m.cfg.Session+"/")
-		if !ok {
-			return ""
-		}
-		name, _, _ := strings.Cut(rest, "/")
-		return name
+	_, rest, ok := strings.Cut(path, "/procmgr-"+m.cfg.Session+"/")
+	if !ok {
+		return ""
 	}
-	return ""
+	name, _, _ := strings.Cut(rest, "/")
+	return name
 }
 
 // killLeftovers SIGKILLs what a shutdown found left (procTable.leftovers).
