@@ -51,8 +51,10 @@ const (
 // orphanSet is what the last look found.
 type orphanSet struct {
 	mu    sync.Mutex
-	stray int            // adopted orphans that belong to no tool
-	byTag map[string]int // adopted orphans attributed to a tool
+	stray int // adopted orphans that belong to no tool
+	// attributed counts the adopted orphans attributed to a tool; each
+	// tool's own count is its tool.orphans.
+	attributed int
 	// stopping counts stops in progress. Their own looks at the table record
 	// ancestry and take their members; an orphan look meanwhile (each member
 	// a stop kills may be reaped by the sidecar) would only compete with them
@@ -138,7 +140,7 @@ func (m *Manager) watchOrphans() {
 // leave an orphan or an orphan is known.
 func (m *Manager) orphansWorthALook() bool {
 	m.orph.mu.Lock()
-	known := m.orph.stray > 0 || len(m.orph.byTag) > 0
+	known := m.orph.stray > 0 || m.orph.attributed > 0
 	m.orph.mu.Unlock()
 	if known {
 		return true
@@ -160,7 +162,7 @@ func (m *Manager) scanOrphans() {
 		}
 	})
 	var cgTags map[string]string // tool cgroup directory name → tag
-	stray, byTag := 0, map[string]int{}
+	stray, attributed, byTag := 0, 0, map[string]int{}
 	for i, e := range children {
 		if started[i] {
 			continue
@@ -178,11 +180,12 @@ func (m *Manager) scanOrphans() {
 			stray++
 		} else {
 			byTag[tag]++
+			attributed++
 		}
 	}
 	m.orph.mu.Lock()
-	changed := stray != m.orph.stray || len(byTag) != len(m.orph.byTag)
-	m.orph.stray, m.orph.byTag = stray, byTag
+	changed := stray != m.orph.stray || attributed != m.orph.attributed
+	m.orph.stray, m.orph.attributed = stray, attributed
 	m.orph.mu.Unlock()
 	if changed {
 		m.log.Debug("adopted orphans", "unattributed", stray, "attributed", byTag)
