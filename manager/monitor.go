@@ -50,23 +50,20 @@ type Monitor struct {
 	log     *slog.Logger
 	sigchld chan os.Signal
 	reaped  chan struct{} // gets a token after a reap collected something
-	stop    chan struct{}
-	done    chan struct{}
 
 	// untracked, if set, is told of every reaped process nobody tracked (an
 	// orphan re-parented to the sidecar), under the lock like onExit.
 	untracked func(Exit)
 }
 
-// NewMonitor starts reaping. Call Close to stop.
+// NewMonitor starts reaping, for the life of the process: the sidecar has
+// one reaper, and it must never stop while a child may exit.
 func NewMonitor(log *slog.Logger) *Monitor {
 	m := &Monitor{
 		tracked: make(map[int]func(Exit)),
 		log:     log,
 		sigchld: make(chan os.Signal, 1),
 		reaped:  make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 	signal.Notify(m.sigchld, syscall.SIGCHLD)
 	go m.loop()
@@ -74,7 +71,6 @@ func NewMonitor(log *slog.Logger) *Monitor {
 }
 
 func (m *Monitor) loop() {
-	defer close(m.done)
 	// A slow tick is only a safety net against a lost SIGCHLD; the signal does the work.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -83,8 +79,6 @@ func (m *Monitor) loop() {
 		select {
 		case <-m.sigchld:
 		case <-tick.C:
-		case <-m.stop:
-			return
 		}
 	}
 }
@@ -183,11 +177,4 @@ func (m *Monitor) WithTracked(f func(isTracked func(pid int) bool)) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	f(func(pid int) bool { _, ok := m.tracked[pid]; return ok })
-}
-
-// Close stops the reaper. Tracked processes are no longer reaped afterwards.
-func (m *Monitor) Close() {
-	signal.Stop(m.sigchld)
-	close(m.stop)
-	<-m.done
 }
