@@ -155,7 +155,7 @@ func (m *Manager) restart(t *tool) {
 	t.recent = append(t.recent, time.Now())
 	t.mu.Unlock()
 
-	if err := m.startRun(t, false); err != nil {
+	if err := m.startRun(t, restartRun); err != nil {
 		m.log.Warn("restart failed", "tag", t.tag, "err", err)
 		t.mu.Lock()
 		var next *nextStep
