@@ -8,9 +8,9 @@ import (
 	"sync"
 )
 
-// DefaultCaptureSize is the ring size of a captured stream when the create
+// defaultCaptureSize is the ring size of a captured stream when the create
 // names none.
-const DefaultCaptureSize = 1 << 20
+const defaultCaptureSize = 1 << 20
 
 // Capture says how a captured stream is kept: a ring of Size bytes, and
 // optionally a file rotated when it reaches FileMaxBytes, keeping FileBackups
@@ -38,7 +38,7 @@ type capture struct {
 func newCapture(c Capture) (*capture, error) {
 	size := c.Size
 	if size <= 0 {
-		size = DefaultCaptureSize
+		size = defaultCaptureSize
 	}
 	cp := &capture{buf: make([]byte, size), changed: make(chan struct{})}
 	if c.File != "" {

@@ -40,7 +40,7 @@ const DefaultStopTimeout = 3 * time.Second
 type Manager struct {
 	cfg     Config
 	log     *slog.Logger
-	mon     *Monitor
+	mon     *monitor
 	spawner *spawner
 	procs   *procTable
 	devnull *os.File
@@ -113,7 +113,7 @@ func New(cfg Config) (*Manager, error) {
 		cgOff:   cgOff,
 		cfg:     cfg,
 		log:     cfg.Logger,
-		mon:     NewMonitor(cfg.Logger),
+		mon:     newMonitor(cfg.Logger),
 		spawner: newSpawner(),
 		devnull: devnull,
 		ownPgid: syscall.Getpgrp(),

@@ -13,7 +13,7 @@ import (
 // parent exits below it is re-parented to it: a double-forked daemon, the
 // child of a tool that exited, the child of a member a stop killed. Each one
 // is, by construction, a descendant of this session. The sidecar looks at
-// its children it did not start (the Monitor tracks those it did: tools'
+// its children it did not start (the monitor tracks those it did: tools'
 // main processes and the watchdog) and attributes each to a tool when it can
 // — its marks, its tool's process group, an owner recorded by ancestry while
 // its parent chain still led to a tool (procTable), or, in cgroup mode, its
@@ -222,7 +222,7 @@ func (m *Manager) cgroupOf(pid int) string {
 }
 
 // killLeftovers SIGKILLs what a shutdown found left (procTable.leftovers).
-// A child of the sidecar is signalled under the Monitor's read lock after its
+// A child of the sidecar is signalled under the monitor's read lock after its
 // parent and start time were read again: it cannot be reaped meanwhile, so
 // its pid cannot have been recycled. Deeper descendants carry the pid-reuse
 // window every attribution by /proc has (docs/containment.md).

@@ -349,7 +349,7 @@ func (pt *procTable) leftovers(spare map[int]bool) []procEntry {
 // adopted lists the live children of the sidecar in the shared snapshot
 // (taken now unless one is fresh: a stop in progress may have just taken
 // it), with the tool each belongs to ("" for none). Which of them the
-// sidecar started itself (tools, the watchdog) only its Monitor knows.
+// sidecar started itself (tools, the watchdog) only its monitor knows.
 func (pt *procTable) adopted() (children []procEntry, owners []string) {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()

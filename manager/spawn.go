@@ -23,7 +23,7 @@ const (
 )
 
 // startRun starts one run of the tool's main process: it opens the run's
-// stdin and outputs, forks on the spawner thread (tracked by the Monitor from
+// stdin and outputs, forks on the spawner thread (tracked by the monitor from
 // the instant the process exists) and starts the capture pumps.
 func (m *Manager) startRun(t *tool, kind runKind) error {
 	ends, err := m.openRunFiles(t, kind)
@@ -59,7 +59,7 @@ func (m *Manager) startRun(t *tool, kind runKind) error {
 	return nil
 }
 
-// fork runs ForkExec on the spawner thread inside Monitor.Track, and makes r
+// fork runs ForkExec on the spawner thread inside monitor.Track, and makes r
 // the tool's current run before any reap can see it exit. The run is cloned
 // into the tool's cgroup, if it has one.
 func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr) error {
@@ -88,7 +88,7 @@ func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr) error {
 			}
 			in := t.infoLocked()
 			t.mu.Unlock()
-			// Still under the Monitor's lock: no reap of this run, and so no
+			// Still under the monitor's lock: no reap of this run, and so no
 			// "exited" event, can come before "started".
 			m.emit(EventStarted, in)
 			return pid, nil

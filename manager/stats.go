@@ -50,7 +50,7 @@ type procUsage struct {
 // runAccount is what one run's tree has cost so far, beyond what its live
 // members show.
 type runAccount struct {
-	orphanCPU atomic.Int64 // ns used by members the Monitor reaped (orphans)
+	orphanCPU atomic.Int64 // ns used by members the monitor reaped (orphans)
 
 	mu   sync.Mutex
 	last Stats     // the last sample with members
@@ -58,7 +58,7 @@ type runAccount struct {
 	pids []int     // its members, for accounting.seen
 }
 
-// accounting attributes the CPU time of orphans the Monitor reaps (from their
+// accounting attributes the CPU time of orphans the monitor reaps (from their
 // exit rusage) to the run they were last seen a member of. An orphan never
 // seen by a sample is not attributed: it never counted in a figure shown, so
 // no figure shrinks when it goes.
@@ -74,7 +74,7 @@ type seenMember struct {
 	r *run
 }
 
-// orphanExited is the Monitor's untracked-reap hook: quick, under its lock.
+// orphanExited is the monitor's untracked-reap hook: quick, under its lock.
 func (a *accounting) orphanExited(e Exit) {
 	a.mu.Lock()
 	sm, ok := a.seen[e.Pid]
