@@ -169,7 +169,7 @@ func run() int {
 		Features:   features(mgr),
 		OnShutdown: func() { replied.Do(func() { close(shutdownReplied) }) },
 
-		CgroupOffReason: cgroupOffReason(c.noCgroup, mgr.CgroupDir() != ""), // main_cgroup.go
+		CgroupOffReason: cgroupOffReason(c.noCgroup, mgr), // main_cgroup.go
 	})
 	// stdout stays open when the input ends: replies to calls in progress
 	// and the last notifications still go out (see Drain below).

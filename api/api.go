@@ -84,7 +84,7 @@ func Notify(notify func(method string, params any), ev manager.Event) {
 	if ev.Kind == manager.EventExited {
 		notify("exited", exitedParams{Tag: pi.Tag, Pid: pi.Pid, ExitCode: pi.ExitCode, Signal: pi.Signal, Info: pi})
 	}
-	notify("state", stateParams{Tag: pi.Tag, State: ev.Kind, Seq: ev.Seq, Info: pi})
+	notify("state", stateParams{Tag: pi.Tag, State: string(ev.Kind), Seq: ev.Seq, Info: pi})
 }
 
 type stateParams struct {

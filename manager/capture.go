@@ -8,9 +8,9 @@ import (
 	"sync"
 )
 
-// DefaultCaptureSize is the ring size of a captured stream when the create
+// defaultCaptureSize is the ring size of a captured stream when the create
 // names none.
-const DefaultCaptureSize = 1 << 20
+const defaultCaptureSize = 1 << 20
 
 // Capture says how a captured stream is kept: a ring of Size bytes, and
 // optionally a file rotated when it reaches FileMaxBytes, keeping FileBackups
@@ -38,7 +38,7 @@ type capture struct {
 func newCapture(c Capture) (*capture, error) {
 	size := c.Size
 	if size <= 0 {
-		size = DefaultCaptureSize
+		size = defaultCaptureSize
 	}
 	cp := &capture{buf: make([]byte, size), changed: make(chan struct{})}
 	if c.File != "" {
@@ -162,7 +162,9 @@ func (c *capture) waitEOF(ctx context.Context) {
 }
 
 // waitFor blocks until cond (called with mu held) holds or ctx ends. Every
-// change broadcasts by closing c.changed, so no one polls.
+// change broadcasts by closing c.changed, so a reader of the output waits
+// without polling (awaitReady selects on it too, beside the readyPoll timer
+// it needs for the conditions no output announces).
 func (c *capture) waitFor(ctx context.Context, cond func() bool) {
 	for {
 		c.mu.Lock()
@@ -258,6 +260,7 @@ func (r *rotatingFile) close() {
 	}
 }
 
+// changedChan is closed at the next change (see waitFor).
 func (c *capture) changedChan() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,26 +41,60 @@ type cgroupSet struct {
 // spareCgroups is how many tool cgroups wait ready.
 const spareCgroups = 2
 
-// errNoCgroup: cgroup v2 is not mounted or not writable here.
+// errNoCgroup: cgroup v2 is not mounted or not writable here. Every error of
+// the probe (openCgroupSet) is a *cgroupOffError that wraps it.
 var errNoCgroup = errors.New("cgroup v2 not available")
 
-// openCgroupSet creates the session's cgroup below the sidecar's own.
-func openCgroupSet(session string) (*cgroupSet, error) {
+// cgroupOffError is why cgroup mode is off: reason in the words a user can
+// act on (Manager.CgroupOffReason: hello's cgroup.reason), err the OS's
+// error behind it, if any, for the log.
+type cgroupOffError struct {
+	reason string
+	err    error
+}
+
+func (e *cgroupOffError) Error() string {
+	if e.err == nil {
+		return e.reason
+	}
+	return e.reason + ": " + e.err.Error()
+}
+
+func (e *cgroupOffError) Unwrap() error { return errNoCgroup }
+
+func cgroupOff(reason string, err error) *cgroupOffError {
+	return &cgroupOffError{reason: reason, err: err}
+}
+
+// openCgroupSet creates the session's cgroup below the sidecar's own. It
+// asks, in order: is this Linux, is cgroup v2 mounted, is the sidecar in
+// it, can a cgroup be made below its own; and names the first that fails.
+func openCgroupSet(session string) (*cgroupSet, *cgroupOffError) {
+	if runtime.GOOS != "linux" {
+		return nil, cgroupOff(runtime.GOOS+" has no cgroups", nil)
+	}
 	mount, err := cgroup2Mount("/proc/self/mountinfo")
 	if err != nil {
-		return nil, err
+		return nil, cgroupOff("no cgroup v2 hierarchy is mounted (a cgroup v1 only system, or a kernel older than 4.5)", err)
 	}
-	own, err := ownCgroup("/proc/self/cgroup")
+	own, err := procCgroup("/proc/self/cgroup")
 	if err != nil {
-		return nil, err
+		return nil, cgroupOff("the sidecar is not in the cgroup v2 hierarchy (/proc/self/cgroup has no 0:: line)", err)
 	}
-	dir := filepath.Join(mount, own, "procmgr-"+session)
+	parent := filepath.Join(mount, own)
+	dir := filepath.Join(parent, "procmgr-"+session)
 	// Probe that the hierarchy is writable, but make the directory for good
 	// only at the first create: by then the session watchdog runs, and it
 	// removes the directory if the sidecar is killed. A sidecar killed
 	// before that leaves nothing behind.
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%w: %v", errNoCgroup, err)
+		if aerr := unix.Access(parent, unix.W_OK); aerr != nil {
+			if os.Geteuid() != 0 {
+				return nil, cgroupOff(fmt.Sprintf("not root and no delegated cgroup v2: %s is not writable", parent), err)
+			}
+			return nil, cgroupOff(fmt.Sprintf("%s is not writable: %v", parent, aerr), err)
+		}
+		return nil, cgroupOff(fmt.Sprintf("cannot create a cgroup below %s (see the sidecar log)", parent), err)
 	}
 	os.Remove(dir)
 	return &cgroupSet{dir: dir, spare: make(chan string, spareCgroups)}, nil
@@ -166,27 +201,45 @@ func readPids(path string) []int {
 	return pids
 }
 
+// cgroupTree lists dir and every cgroup below it, each before its children:
+// the one walk of a cgroup tree. A cgroup made after the walk is not listed.
+func cgroupTree(dir string) []string {
+	dirs := []string{dir}
+	for i := 0; i < len(dirs); i++ {
+		entries, _ := os.ReadDir(dirs[i])
+		for _, e := range entries {
+			if e.IsDir() {
+				dirs = append(dirs, filepath.Join(dirs[i], e.Name()))
+			}
+		}
+	}
+	return dirs
+}
+
 // removeCgroupTree removes dir and its child cgroups, deepest first.
 func removeCgroupTree(dir string) error {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.IsDir() {
-			removeCgroupTree(filepath.Join(dir, e.Name()))
-		}
+	dirs := cgroupTree(dir)
+	for i := len(dirs) - 1; i > 0; i-- {
+		os.Remove(dirs[i])
 	}
 	return os.Remove(dir)
 }
 
-// KillCgroupTree SIGKILLs every process in dir and its child cgroups. It is
+// killCgroupTree SIGKILLs every process in dir and its child cgroups. It is
 // how the session watchdog empties a session whose sidecar died.
-func KillCgroupTree(dir string) {
-	(&toolCgroup{dir: dir}).kill()
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.IsDir() {
-			KillCgroupTree(filepath.Join(dir, e.Name()))
-		}
+func killCgroupTree(dir string) {
+	for _, d := range cgroupTree(dir) {
+		(&toolCgroup{dir: d}).kill()
 	}
+}
+
+// cgroupTreePids lists the processes of dir and of its child cgroups.
+func cgroupTreePids(dir string) []int {
+	var pids []int
+	for _, d := range cgroupTree(dir) {
+		pids = append(pids, readPids(filepath.Join(d, "cgroup.procs"))...)
+	}
+	return pids
 }
 
 // cgroup2Mount finds the cgroup v2 mount point in a mountinfo file. It is
@@ -194,7 +247,7 @@ func KillCgroupTree(dir string) {
 func cgroup2Mount(mountinfo string) (string, error) {
 	f, err := os.Open(mountinfo)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errNoCgroup, err)
+		return "", err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -209,7 +262,7 @@ func cgroup2Mount(mountinfo string) (string, error) {
 			return unescapeMountPath(pf[4]), nil
 		}
 	}
-	return "", fmt.Errorf("%w: no cgroup2 mount", errNoCgroup)
+	return "", errors.New("no cgroup2 mount")
 }
 
 // unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
@@ -231,16 +284,17 @@ func unescapeMountPath(s string) string {
 	return b.String()
 }
 
-// ownCgroup returns the sidecar's cgroup v2 path ("0::/path" in /proc/self/cgroup).
-func ownCgroup(path string) (string, error) {
+// procCgroup returns the cgroup v2 path ("0::/path") in a /proc/<pid>/cgroup
+// file: the sidecar's own, or a process's it attributes (Manager.cgroupOf).
+func procCgroup(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errNoCgroup, err)
+		return "", err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if p, ok := strings.CutPrefix(line, "0::"); ok {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: not in a cgroup v2 hierarchy", errNoCgroup)
+	return "", errors.New("not in a cgroup v2 hierarchy")
 }

@@ -27,7 +27,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	}
 	t, err := m.newTool(spec)
 	if err == nil {
-		if err = m.startRun(t, true); err != nil {
+		if err = m.startRun(t, firstRun); err != nil {
 			t.discard()
 		}
 	}

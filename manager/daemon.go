@@ -17,7 +17,7 @@ const daemonWait = 5 * time.Second
 // main process becomes the daemon it left behind: the process named by
 // PidFile, or else the oldest live member of its tree that the sidecar
 // adopted as subreaper. Its exit is then the tool's exit (routed by the
-// Monitor, the one reaper), a "daemonized" event gives the new pid, and
+// monitor, the one reaper), a "daemonized" event gives the new pid, and
 // Info.Pid, Alive, Wait and the restart policy follow it. When nothing is
 // found within daemonWait (at once when the tree is empty), or a stop
 // begins, the run ends with the launcher's exit, as without Daemon.

@@ -1,6 +1,6 @@
 // Package manager owns the life cycle of the tools a session starts: it spawns
 // each tool as the leader of its own process group, reaps every exit through a
-// single Monitor, stops whole trees (escaped descendants included) and tears
+// single monitor, stops whole trees (escaped descendants included) and tears
 // everything down when the session ends.
 //
 // It knows nothing of JSON or of the transport that drives it; package api maps
@@ -13,6 +13,6 @@
 //     the processes that carry its PROCMGR_TAG/PROCMGR_SESSION environment (those
 //     that left the group with setsid or a double fork), and its cgroup where one
 //     is in use.
-//   - One reaper (Monitor) collects every exit status; no other code waits, so no
+//   - One reaper (monitor) collects every exit status; no other code waits, so no
 //     status is stolen and no pid is signalled after it was reaped.
 package manager

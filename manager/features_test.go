@@ -73,7 +73,7 @@ func TestCapturedToolIsNeverBlockedOnAFullPipe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(bg(), 10*time.Second)
 	defer cancel()
 	testMgr.WaitOutput(ctx, "flood", "stdout", 20000003, 10*time.Second)
-	ch, err := testMgr.ReadOutput(bg(), "flood", "stdout", 0, MaxReadOutput, 0)
+	ch, err := testMgr.ReadOutput(bg(), "flood", "stdout", 0, maxReadOutput, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,7 @@ func sweepCgroups(session string, log *slog.Logger) []string {
 	if err != nil {
 		return nil
 	}
-	own, err := ownCgroup("/proc/self/cgroup")
+	own, err := procCgroup("/proc/self/cgroup")
 	if err != nil {
 		return nil
 	}

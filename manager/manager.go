@@ -40,12 +40,13 @@ const DefaultStopTimeout = 3 * time.Second
 type Manager struct {
 	cfg     Config
 	log     *slog.Logger
-	mon     *Monitor
+	mon     *monitor
 	spawner *spawner
 	procs   *procTable
 	devnull *os.File
 	ownPgid int
 	cg      *cgroupSet // nil: process groups and environment attribution only
+	cgOff   string     // why cg is nil (CgroupOffReason)
 	wd      watchdog   // the session watchdog (watchdog.go)
 	acct    accounting // attributes orphans' CPU to runs (stats.go)
 	orph    orphanSet  // adopted orphans (orphans.go)
@@ -94,10 +95,14 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	var cg *cgroupSet
+	cgOff := "cgroup mode was not asked for (Config.Cgroups)"
 	if cfg.Cgroups {
-		if cg, err = openCgroupSet(cfg.Session); err != nil {
-			cfg.Logger.Info("cgroup mode off", "reason", err)
-			cg = nil
+		var off *cgroupOffError
+		if cg, off = openCgroupSet(cfg.Session); off != nil {
+			cfg.Logger.Info("cgroup mode off", "reason", off)
+			cgOff = off.reason
+		} else {
+			cgOff = ""
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -105,9 +110,10 @@ func New(cfg Config) (*Manager, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		cg:      cg,
+		cgOff:   cgOff,
 		cfg:     cfg,
 		log:     cfg.Logger,
-		mon:     NewMonitor(cfg.Logger),
+		mon:     newMonitor(cfg.Logger),
 		spawner: newSpawner(),
 		devnull: devnull,
 		ownPgid: syscall.Getpgrp(),
@@ -128,6 +134,10 @@ func (m *Manager) CgroupDir() string {
 	}
 	return m.cg.Dir()
 }
+
+// CgroupOffReason says why cgroup mode is off, in words a user can act on
+// (hello's cgroup.reason): "" when it is on.
+func (m *Manager) CgroupOffReason() string { return m.cgOff }
 
 // lookup returns the tool under tag, or ErrNoSuchTag.
 func (m *Manager) lookup(tag string) (*tool, error) {

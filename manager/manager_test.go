@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// One Manager per test process: its Monitor reaps every child (wait4(-1)),
+// One Manager per test process: its monitor reaps every child (wait4(-1)),
 // so a second one would steal statuses from the first.
 var (
 	testMgr   *Manager
@@ -194,12 +194,12 @@ func TestConcurrentStopsShareOneResult(t *testing.T) {
 
 func TestValidateTag(t *testing.T) {
 	for _, tag := range []string{"", strings.Repeat("x", 129), "a\x00b", "tab\there", "\xff"} {
-		if ValidateTag(tag) == nil {
+		if validateTag(tag) == nil {
 			t.Errorf("tag %q accepted", tag)
 		}
 	}
 	for _, tag := range []string{"a", strings.Repeat("é", 128), "with space", "ünïcode/日本"} {
-		if err := ValidateTag(tag); err != nil {
+		if err := validateTag(tag); err != nil {
 			t.Errorf("tag %q refused: %v", tag, err)
 		}
 	}

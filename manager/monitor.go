@@ -37,44 +37,40 @@ func exitFromStatus(pid int, ws unix.WaitStatus, ru *unix.Rusage) Exit {
 	return e
 }
 
-// Monitor is the sidecar's one reaper. It alone calls wait4, so no exit
+// monitor is the sidecar's one reaper. It alone calls wait4, so no exit
 // status is stolen from its owner, and it serialises reaping against
 // signalling: a pid registered with Track is signalled only under the read
 // lock while still unreaped, so a recycled pid is never hit.
 //
 // Because the sidecar is a child subreaper, orphaned descendants of tools are
-// re-parented to it; the Monitor reaps them too, so none stays a zombie.
-type Monitor struct {
+// re-parented to it; the monitor reaps them too, so none stays a zombie.
+type monitor struct {
 	mu      sync.RWMutex // write: wait4 and spawn+register; read: signal a tracked pid
 	tracked map[int]func(Exit)
 	log     *slog.Logger
 	sigchld chan os.Signal
 	reaped  chan struct{} // gets a token after a reap collected something
-	stop    chan struct{}
-	done    chan struct{}
 
 	// untracked, if set, is told of every reaped process nobody tracked (an
 	// orphan re-parented to the sidecar), under the lock like onExit.
 	untracked func(Exit)
 }
 
-// NewMonitor starts reaping. Call Close to stop.
-func NewMonitor(log *slog.Logger) *Monitor {
-	m := &Monitor{
+// newMonitor starts reaping, for the life of the process: the sidecar has
+// one reaper, and it must never stop while a child may exit.
+func newMonitor(log *slog.Logger) *monitor {
+	m := &monitor{
 		tracked: make(map[int]func(Exit)),
 		log:     log,
 		sigchld: make(chan os.Signal, 1),
 		reaped:  make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 	signal.Notify(m.sigchld, syscall.SIGCHLD)
 	go m.loop()
 	return m
 }
 
-func (m *Monitor) loop() {
-	defer close(m.done)
+func (m *monitor) loop() {
 	// A slow tick is only a safety net against a lost SIGCHLD; the signal does the work.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -83,15 +79,13 @@ func (m *Monitor) loop() {
 		select {
 		case <-m.sigchld:
 		case <-tick.C:
-		case <-m.stop:
-			return
 		}
 	}
 }
 
 // reap collects every exited child. Callbacks run under the write lock so that
 // a reader who sees a pid as tracked also sees its owner's state before the exit.
-func (m *Monitor) reap() {
+func (m *monitor) reap() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for n := 0; ; n++ {
@@ -129,19 +123,19 @@ func (m *Monitor) reap() {
 // Reaped yields a token after a reap collected one or more children: a
 // tool's exit re-parents its orphaned children to the sidecar, an adopted
 // orphan's exit changes what is left. Tokens do not pile up.
-func (m *Monitor) Reaped() <-chan struct{} { return m.reaped }
+func (m *monitor) Reaped() <-chan struct{} { return m.reaped }
 
 // Reap collects, before it returns, every child that has exited by now, as
 // the reaper's loop would on its next SIGCHLD. Stop calls it once the tree is
 // dead: a member orphaned to the sidecar (a subreaper) is a zombie until it is
 // reaped, and a stop must not return while any of the tree remains.
-func (m *Monitor) Reap() { m.reap() }
+func (m *monitor) Reap() { m.reap() }
 
 // Track runs start, which must create exactly one child and return its pid, and
 // registers onExit for it before any reap can run, so even a child that exits at
 // once is attributed. onExit is called once, from the reaper, under its lock:
-// it must be quick and must not call back into the Monitor.
-func (m *Monitor) Track(start func() (int, error), onExit func(Exit)) (int, error) {
+// it must be quick and must not call back into the monitor.
+func (m *monitor) Track(start func() (int, error), onExit func(Exit)) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	pid, err := start()
@@ -158,7 +152,7 @@ func (m *Monitor) Track(start func() (int, error), onExit func(Exit)) (int, erro
 // them. It returns false, and runs neither, when pid is not an unreaped
 // child of the sidecar (reaped already, or someone else's child) or is
 // tracked already.
-func (m *Monitor) Adopt(pid int, attach func(), onExit func(Exit)) bool {
+func (m *monitor) Adopt(pid int, attach func(), onExit func(Exit)) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.tracked[pid]; ok || !unreapedChild(pid) {
@@ -170,8 +164,8 @@ func (m *Monitor) Adopt(pid int, attach func(), onExit func(Exit)) bool {
 }
 
 // OnUntracked sets the function told of every reaped process that nobody
-// tracked; like onExit it must be quick and must not call back into the Monitor.
-func (m *Monitor) OnUntracked(f func(Exit)) {
+// tracked; like onExit it must be quick and must not call back into the monitor.
+func (m *monitor) OnUntracked(f func(Exit)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.untracked = f
@@ -179,15 +173,8 @@ func (m *Monitor) OnUntracked(f func(Exit)) {
 
 // WithTracked runs f under the read lock: while f runs, no tracked process is
 // reaped, so a pid or process group whose leader is tracked cannot be recycled.
-func (m *Monitor) WithTracked(f func(isTracked func(pid int) bool)) {
+func (m *monitor) WithTracked(f func(isTracked func(pid int) bool)) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	f(func(pid int) bool { _, ok := m.tracked[pid]; return ok })
-}
-
-// Close stops the reaper. Tracked processes are no longer reaped afterwards.
-func (m *Monitor) Close() {
-	signal.Stop(m.sigchld)
-	close(m.stop)
-	<-m.done
 }

@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +13,7 @@ import (
 // parent exits below it is re-parented to it: a double-forked daemon, the
 // child of a tool that exited, the child of a member a stop killed. Each one
 // is, by construction, a descendant of this session. The sidecar looks at
-// its children it did not start (the Monitor tracks those it did: tools'
+// its children it did not start (the monitor tracks those it did: tools'
 // main processes and the watchdog) and attributes each to a tool when it can
 // — its marks, its tool's process group, an owner recorded by ancestry while
 // its parent chain still led to a tool (procTable), or, in cgroup mode, its
@@ -52,8 +51,10 @@ const (
 // orphanSet is what the last look found.
 type orphanSet struct {
 	mu    sync.Mutex
-	stray int            // adopted orphans that belong to no tool
-	byTag map[string]int // adopted orphans attributed to a tool
+	stray int // adopted orphans that belong to no tool
+	// attributed counts the adopted orphans attributed to a tool; each
+	// tool's own count is its tool.orphans.
+	attributed int
 	// stopping counts stops in progress. Their own looks at the table record
 	// ancestry and take their members; an orphan look meanwhile (each member
 	// a stop kills may be reaped by the sidecar) would only compete with them
@@ -139,7 +140,7 @@ func (m *Manager) watchOrphans() {
 // leave an orphan or an orphan is known.
 func (m *Manager) orphansWorthALook() bool {
 	m.orph.mu.Lock()
-	known := m.orph.stray > 0 || len(m.orph.byTag) > 0
+	known := m.orph.stray > 0 || m.orph.attributed > 0
 	m.orph.mu.Unlock()
 	if known {
 		return true
@@ -161,7 +162,7 @@ func (m *Manager) scanOrphans() {
 		}
 	})
 	var cgTags map[string]string // tool cgroup directory name → tag
-	stray, byTag := 0, map[string]int{}
+	stray, attributed, byTag := 0, 0, map[string]int{}
 	for i, e := range children {
 		if started[i] {
 			continue
@@ -179,11 +180,12 @@ func (m *Manager) scanOrphans() {
 			stray++
 		} else {
 			byTag[tag]++
+			attributed++
 		}
 	}
 	m.orph.mu.Lock()
-	changed := stray != m.orph.stray || len(byTag) != len(m.orph.byTag)
-	m.orph.stray, m.orph.byTag = stray, byTag
+	changed := stray != m.orph.stray || attributed != m.orph.attributed
+	m.orph.stray, m.orph.attributed = stray, attributed
 	m.orph.mu.Unlock()
 	if changed {
 		m.log.Debug("adopted orphans", "unattributed", stray, "attributed", byTag)
@@ -207,27 +209,20 @@ func (m *Manager) toolCgroups() map[string]string {
 // cgroupOf names the tool cgroup directory of this session that pid is in
 // (or below), or "".
 func (m *Manager) cgroupOf(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	path, err := procCgroup("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
 		return ""
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		path, ok := strings.CutPrefix(line, "0::")
-		if !ok {
-			continue
-		}
-		_, rest, ok := strings.Cut(path, "/procmgr-"+m.cfg.Session+"/")
-		if !ok {
-			return ""
-		}
-		name, _, _ := strings.Cut(rest, "/")
-		return name
+	_, rest, ok := strings.Cut(path, "/procmgr-"+m.cfg.Session+"/")
+	if !ok {
+		return ""
 	}
-	return ""
+	name, _, _ := strings.Cut(rest, "/")
+	return name
 }
 
 // killLeftovers SIGKILLs what a shutdown found left (procTable.leftovers).
-// A child of the sidecar is signalled under the Monitor's read lock after its
+// A child of the sidecar is signalled under the monitor's read lock after its
 // parent and start time were read again: it cannot be reaped meanwhile, so
 // its pid cannot have been recycled. Deeper descendants carry the pid-reuse
 // window every attribution by /proc has (docs/containment.md).

@@ -33,6 +33,13 @@ type procEntry struct {
 	zombie          bool
 }
 
+// processStart is pid's start time as procEntry.start gives it: with pid, it
+// names a process in a record that outlives it (litter.go).
+func processStart(pid int) (uint64, bool) {
+	e, ok := host.process(pid)
+	return e.start, ok
+}
+
 // closeOnExecAbove2 marks every open descriptor above 2 close-on-exec, so
 // that a tool inherits nothing the host handed the sidecar (the fds named by
 // --stdout-fd/--stderr-fd, or any the host leaked). fdDir lists the process's

@@ -260,16 +260,48 @@ func (pt *procTable) attribute(pid int) (tag string, known bool) {
 // process group, those whose environment names the tool in this session, and
 // their descendants (see procTable: ancestry, recorded or current).
 func (pt *procTable) membersOf(pgid int, tag string) []procEntry {
+	return pt.membersOfEach([]memberKey{{pgid, tag}})[0]
+}
+
+// memberKey is what membersOf takes: a run's process group and the tool's
+// tag ("" for none).
+type memberKey struct {
+	pgid int
+	tag  string
+}
+
+// membersOfEach is membersOf for many tools from one snapshot, by index: a
+// stats sample of a thousand tools scans the table once, not a thousand
+// times (refreshing it whenever it is older than snapshotTTL).
+func (pt *procTable) membersOfEach(keys []memberKey) [][]procEntry {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
 	pt.refresh()
-	var out []procEntry
+	byGroup := make(map[int][]int, len(keys))
+	byTag := make(map[string][]int, len(keys))
+	for i, k := range keys {
+		byGroup[k.pgid] = append(byGroup[k.pgid], i)
+		if k.tag != "" {
+			byTag[k.tag] = append(byTag[k.tag], i)
+		}
+	}
+	out := make([][]procEntry, len(keys))
 	for _, e := range pt.entries {
 		if e.zombie || e.pid == pt.self {
 			continue
 		}
-		if e.pgid == pgid || (tag != "" && pt.owner[procKey{e.pid, e.start}] == tag) {
-			out = append(out, e)
+		for _, i := range byGroup[e.pgid] {
+			out[i] = append(out[i], e)
+		}
+		if len(byTag) == 0 {
+			continue
+		}
+		if tag := pt.owner[procKey{e.pid, e.start}]; tag != "" {
+			for _, i := range byTag[tag] {
+				if keys[i].pgid != e.pgid { // not already added through its group
+					out[i] = append(out[i], e)
+				}
+			}
 		}
 	}
 	return out
@@ -317,7 +349,7 @@ func (pt *procTable) leftovers(spare map[int]bool) []procEntry {
 // adopted lists the live children of the sidecar in the shared snapshot
 // (taken now unless one is fresh: a stop in progress may have just taken
 // it), with the tool each belongs to ("" for none). Which of them the
-// sidecar started itself (tools, the watchdog) only its Monitor knows.
+// sidecar started itself (tools, the watchdog) only its monitor knows.
 func (pt *procTable) adopted() (children []procEntry, owners []string) {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()

@@ -96,7 +96,7 @@ func (c *capture) tail(lines, maxBytes int) string {
 // of the tool begins, or ctx ends. Its error is a *NotReadyError.
 func (m *Manager) awaitReady(ctx context.Context, t *tool, r *run) error {
 	rd := t.spec.Ready
-	timeout := orDefault(rd.Timeout, DefaultReadyTimeout)
+	timeout := orDefault(rd.Timeout, defaultReadyTimeout)
 	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()

@@ -7,12 +7,12 @@ import (
 
 // Defaults of RestartPolicy.
 const (
-	DefaultRestartWindow  = 60 * time.Second
-	DefaultInitialBackoff = 500 * time.Millisecond
-	DefaultMaxBackoff     = 30 * time.Second
+	defaultRestartWindow  = 60 * time.Second
+	defaultInitialBackoff = 500 * time.Millisecond
+	defaultMaxBackoff     = 30 * time.Second
 )
 
-// onRunExit is the Monitor callback of a run's main process (called once,
+// onRunExit is the monitor callback of a run's main process (called once,
 // from the reaper, under its lock). A Daemon tool's main process that exits
 // 0 has daemonized: the tool goes on to follow what it left (daemon.go).
 // Any other exit ends the run.
@@ -67,7 +67,7 @@ func (m *Manager) afterExitLocked(t *tool, e Exit) *nextStep {
 		t.settleLocked()
 		return nil
 	}
-	window := orDefault(p.Window, DefaultRestartWindow)
+	window := orDefault(p.Window, defaultRestartWindow)
 	now := time.Now()
 	kept := t.recent[:0]
 	for _, at := range t.recent {
@@ -129,8 +129,8 @@ func (m *Manager) clearRun(t *tool, r *run, final bool) {
 // initial·2ⁿ capped at max, with "equal jitter" (uniform in [d/2, d]) so
 // that tools failing together do not restart in lockstep.
 func backoff(p RestartPolicy, n int) time.Duration {
-	initial := orDefault(p.InitialBackoff, DefaultInitialBackoff)
-	max := orDefault(p.MaxBackoff, DefaultMaxBackoff)
+	initial := orDefault(p.InitialBackoff, defaultInitialBackoff)
+	max := orDefault(p.MaxBackoff, defaultMaxBackoff)
 	d := initial
 	for i := 0; i < n && d < max; i++ {
 		d *= 2
@@ -155,7 +155,7 @@ func (m *Manager) restart(t *tool) {
 	t.recent = append(t.recent, time.Now())
 	t.mu.Unlock()
 
-	if err := m.startRun(t, false); err != nil {
+	if err := m.startRun(t, restartRun); err != nil {
 		m.log.Warn("restart failed", "tag", t.tag, "err", err)
 		t.mu.Lock()
 		var next *nextStep

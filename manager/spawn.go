@@ -13,12 +13,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// runKind says which run startRun starts, which decides how file outputs
+// are opened.
+type runKind int
+
+const (
+	firstRun   runKind = iota // create's: a file output is truncated unless it appends
+	restartRun                // a restart's: file outputs are appended to, never truncated
+)
+
 // startRun starts one run of the tool's main process: it opens the run's
-// stdin and outputs, forks on the spawner thread (tracked by the Monitor from
-// the instant the process exists) and starts the capture pumps. first is
-// false for a restart: file outputs are then appended to, never truncated.
-func (m *Manager) startRun(t *tool, first bool) error {
-	ends, err := m.openRunFiles(t, first)
+// stdin and outputs, forks on the spawner thread (tracked by the monitor from
+// the instant the process exists) and starts the capture pumps.
+func (m *Manager) startRun(t *tool, kind runKind) error {
+	ends, err := m.openRunFiles(t, kind)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrSpawn, err)
 	}
@@ -29,12 +37,12 @@ func (m *Manager) startRun(t *tool, first bool) error {
 		Files: []uintptr{ends.stdin.Fd(), ends.stdout.Fd(), ends.stderr.Fd()},
 	}
 	r := &run{exited: make(chan struct{})}
-	err = m.fork(t, r, attr, true)
+	err = m.fork(t, r, attr)
 	if err != nil && t.cg != nil && cloneIntoCgroupUnsupported(err) {
 		m.log.Warn("cannot clone into a cgroup; this tool runs without one", "tag", t.tag, "err", err)
 		t.cg.release()
 		t.cg = nil
-		err = m.fork(t, r, attr, false)
+		err = m.fork(t, r, attr)
 	}
 	if err != nil {
 		ends.closeParentEnds()
@@ -51,11 +59,12 @@ func (m *Manager) startRun(t *tool, first bool) error {
 	return nil
 }
 
-// fork runs ForkExec on the spawner thread inside Monitor.Track, and makes r
-// the tool's current run before any reap can see it exit.
-func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr, intoCgroup bool) error {
+// fork runs ForkExec on the spawner thread inside monitor.Track, and makes r
+// the tool's current run before any reap can see it exit. The run is cloned
+// into the tool's cgroup, if it has one.
+func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr) error {
 	cgFD := -1
-	if intoCgroup && t.cg != nil {
+	if t.cg != nil {
 		fd, err := unix.Open(t.cg.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
@@ -79,7 +88,7 @@ func (m *Manager) fork(t *tool, r *run, attr *syscall.ProcAttr, intoCgroup bool)
 			}
 			in := t.infoLocked()
 			t.mu.Unlock()
-			// Still under the Monitor's lock: no reap of this run, and so no
+			// Still under the monitor's lock: no reap of this run, and so no
 			// "exited" event, can come before "started".
 			m.emit(EventStarted, in)
 			return pid, nil
@@ -98,7 +107,7 @@ type runFiles struct {
 	stderrReader          *os.File
 }
 
-func (m *Manager) openRunFiles(t *tool, first bool) (*runFiles, error) {
+func (m *Manager) openRunFiles(t *tool, kind runKind) (*runFiles, error) {
 	f := &runFiles{stdin: m.devnull}
 	fail := func(err error) (*runFiles, error) {
 		f.closeChildEnds()
@@ -114,14 +123,14 @@ func (m *Manager) openRunFiles(t *tool, first bool) (*runFiles, error) {
 		f.childOwned = append(f.childOwned, r)
 	}
 	var err error
-	if f.stdout, f.stdoutReader, err = m.openOutput(t, t.spec.Stdout, m.cfg.InheritStdout, first, f); err != nil {
+	if f.stdout, f.stdoutReader, err = m.openOutput(t, t.spec.Stdout, m.cfg.InheritStdout, kind, f); err != nil {
 		return fail(err)
 	}
 	if t.spec.Stderr.Kind == ToStdout {
 		f.stderr = f.stdout
 		return f, nil
 	}
-	if f.stderr, f.stderrReader, err = m.openOutput(t, t.spec.Stderr, m.cfg.InheritStderr, first, f); err != nil {
+	if f.stderr, f.stderrReader, err = m.openOutput(t, t.spec.Stderr, m.cfg.InheritStderr, kind, f); err != nil {
 		return fail(err)
 	}
 	return f, nil
@@ -129,7 +138,7 @@ func (m *Manager) openRunFiles(t *tool, first bool) (*runFiles, error) {
 
 // openOutput returns the child's end for one output, and for a capture the
 // sidecar's read end of its pipe.
-func (m *Manager) openOutput(t *tool, o Output, inherit *os.File, first bool, f *runFiles) (child, reader *os.File, err error) {
+func (m *Manager) openOutput(t *tool, o Output, inherit *os.File, kind runKind, f *runFiles) (child, reader *os.File, err error) {
 	switch o.Kind {
 	case Inherit:
 		return inherit, nil, nil
@@ -146,7 +155,7 @@ func (m *Manager) openOutput(t *tool, o Output, inherit *os.File, first bool, f 
 			path = filepath.Join(t.spec.Dir, path)
 		}
 		flags := os.O_WRONLY | os.O_CREATE
-		if o.Append || !first {
+		if o.Append || kind == restartRun {
 			flags |= os.O_APPEND
 		} else {
 			flags |= os.O_TRUNC

@@ -60,11 +60,11 @@ type Readiness struct {
 	Output  *regexp.Regexp // a line of captured stdout or stderr matches
 	Path    string         // this file exists
 	TCP     string         // host:port accepts a connection on a socket the tool's tree listens on
-	Timeout *time.Duration // nil = DefaultReadyTimeout; 0 = check once
+	Timeout *time.Duration // nil = defaultReadyTimeout; 0 = check once
 }
 
-// DefaultReadyTimeout bounds a readiness wait that names no timeout.
-const DefaultReadyTimeout = 10 * time.Second
+// defaultReadyTimeout bounds a readiness wait that names no timeout.
+const defaultReadyTimeout = 10 * time.Second
 
 // RestartWhen says which exits of the main process are followed by a restart.
 type RestartWhen int
@@ -100,19 +100,19 @@ func orDefault(d *time.Duration, def time.Duration) time.Duration {
 
 func negative(d *time.Duration) bool { return d != nil && *d < 0 }
 
-// MaxTagLen is the longest tag, in characters.
-const MaxTagLen = 128
+// maxTagLen is the longest tag, in characters.
+const maxTagLen = 128
 
-// ValidateTag reports whether tag is 1–128 printable characters.
-func ValidateTag(tag string) error {
+// validateTag reports whether tag is 1–128 printable characters.
+func validateTag(tag string) error {
 	if tag == "" {
 		return fmt.Errorf("%w: tag is empty", ErrInvalid)
 	}
 	if !utf8.ValidString(tag) {
 		return fmt.Errorf("%w: tag is not valid UTF-8", ErrInvalid)
 	}
-	if n := utf8.RuneCountInString(tag); n > MaxTagLen {
-		return fmt.Errorf("%w: tag has %d characters, at most %d are allowed", ErrInvalid, n, MaxTagLen)
+	if n := utf8.RuneCountInString(tag); n > maxTagLen {
+		return fmt.Errorf("%w: tag has %d characters, at most %d are allowed", ErrInvalid, n, maxTagLen)
 	}
 	for _, r := range tag {
 		if !unicode.IsPrint(r) {
@@ -123,7 +123,7 @@ func ValidateTag(tag string) error {
 }
 
 func (s *Spec) validate() error {
-	if err := ValidateTag(s.Tag); err != nil {
+	if err := validateTag(s.Tag); err != nil {
 		return err
 	}
 	if len(s.Argv) == 0 || s.Argv[0] == "" {

@@ -50,7 +50,7 @@ type procUsage struct {
 // runAccount is what one run's tree has cost so far, beyond what its live
 // members show.
 type runAccount struct {
-	orphanCPU atomic.Int64 // ns used by members the Monitor reaped (orphans)
+	orphanCPU atomic.Int64 // ns used by members the monitor reaped (orphans)
 
 	mu   sync.Mutex
 	last Stats     // the last sample with members
@@ -58,7 +58,7 @@ type runAccount struct {
 	pids []int     // its members, for accounting.seen
 }
 
-// accounting attributes the CPU time of orphans the Monitor reaps (from their
+// accounting attributes the CPU time of orphans the monitor reaps (from their
 // exit rusage) to the run they were last seen a member of. An orphan never
 // seen by a sample is not attributed: it never counted in a figure shown, so
 // no figure shrinks when it goes.
@@ -74,7 +74,7 @@ type seenMember struct {
 	r *run
 }
 
-// orphanExited is the Monitor's untracked-reap hook: quick, under its lock.
+// orphanExited is the monitor's untracked-reap hook: quick, under its lock.
 func (a *accounting) orphanExited(e Exit) {
 	a.mu.Lock()
 	sm, ok := a.seen[e.Pid]
@@ -160,7 +160,7 @@ type sampleJob struct {
 	reaped  bool
 	exit    Exit
 	members []procEntry
-	listed  bool // members were found already (membersOfEach)
+	listed  bool // members were found already (procTable.membersOfEach)
 	usage   []procUsage
 }
 
@@ -218,50 +218,6 @@ func (m *Manager) sample(tools []*tool) []Stats {
 		out[i] = m.assemble(&jobs[i], now)
 	}
 	m.pruneSeen()
-	return out
-}
-
-// memberKey is what procTable.membersOf takes: a run's process group and
-// the tool's tag.
-type memberKey struct {
-	pgid int
-	tag  string
-}
-
-// membersOfEach is procTable.membersOf for many tools from one snapshot, by
-// index: membersOf per tool scans the whole table each time and refreshes
-// it whenever it is older than snapshotTTL, so a thousand tools would read
-// /proc over and over. It must find exactly what membersOf finds
-// (TestMembersOfEachFindsWhatMembersOfFinds holds it to that).
-func (pt *procTable) membersOfEach(keys []memberKey) [][]procEntry {
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	pt.refresh()
-	byGroup := make(map[int][]int, len(keys))
-	byTag := make(map[string][]int, len(keys))
-	for i, k := range keys {
-		byGroup[k.pgid] = append(byGroup[k.pgid], i)
-		if k.tag != "" {
-			byTag[k.tag] = append(byTag[k.tag], i)
-		}
-	}
-	out := make([][]procEntry, len(keys))
-	for _, e := range pt.entries {
-		if e.zombie || e.pid == pt.self {
-			continue
-		}
-		g := byGroup[e.pgid]
-		for _, i := range g {
-			out[i] = append(out[i], e)
-		}
-		if tag := pt.owner[procKey{e.pid, e.start}]; tag != "" {
-			for _, i := range byTag[tag] {
-				if keys[i].pgid != e.pgid { // not already added through its group
-					out[i] = append(out[i], e)
-				}
-			}
-		}
-	}
 	return out
 }
 

@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// membersOfEach is an index over the same snapshot membersOf scans: on a
-// random table (groups, marks, ancestry, other sessions' processes, zombies,
-// the sidecar itself) both must find the same members for every tool.
+// membersOfEach indexes many tools in one scan: on a random table (groups,
+// marks, ancestry, other sessions' processes, zombies, the sidecar itself) it
+// must find for every tool what a scan for that tool alone (membersOf) finds.
 func TestMembersOfEachFindsWhatMembersOfFinds(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for trial := 0; trial < 50; trial++ {

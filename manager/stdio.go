@@ -15,8 +15,8 @@ import (
 // sidecar blocking.
 const stdinWriteWait = 10 * time.Millisecond
 
-// MaxReadOutput bounds one ReadOutput reply.
-const MaxReadOutput = 4 << 20
+// maxReadOutput bounds one ReadOutput reply.
+const maxReadOutput = 4 << 20
 
 // ReadOutput returns up to max bytes of a captured stream ("stdout" or
 // "stderr") from offset (negative: the oldest byte kept). With wait > 0 it
@@ -30,8 +30,8 @@ func (m *Manager) ReadOutput(ctx context.Context, tag, stream string, offset int
 	if err != nil {
 		return Chunk{}, err
 	}
-	if max <= 0 || max > MaxReadOutput {
-		max = MaxReadOutput
+	if max <= 0 || max > maxReadOutput {
+		max = maxReadOutput
 	}
 	if wait > 0 {
 		from := offset

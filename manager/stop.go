@@ -354,7 +354,7 @@ func (m *Manager) sweep() {
 			spare[pid] = true
 		}
 		if m.cg != nil {
-			KillCgroupTree(m.cg.Dir())
+			killCgroupTree(m.cg.Dir())
 		}
 		left := m.procs.leftovers(spare)
 		if (len(left) == 0 && !m.procs.unsettled()) || time.Now().After(deadline) {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,7 +68,7 @@ type watchdog struct {
 
 // StartWatchdog starts the session watchdog: exe (empty: this very binary)
 // run as `exe --watchdog --session ID --sidecar-pid PID [--cgroup DIR] args...`,
-// which must end up in RunWatchdog. The Monitor reaps it; should it die while
+// which must end up in RunWatchdog. The monitor reaps it; should it die while
 // the sidecar lives, it is logged and restarted (a few times).
 func (m *Manager) StartWatchdog(exe string, args ...string) error {
 	if exe == "" {
@@ -423,7 +422,7 @@ func (s *sweeper) sweep() (killed int, left []int) {
 // environment must be read again (see envSettle).
 func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending bool) {
 	if s.cfg.Cgroup != "" {
-		KillCgroupTree(s.cfg.Cgroup)
+		killCgroupTree(s.cfg.Cgroup)
 		found = append(found, cgroupTreePids(s.cfg.Cgroup)...)
 	}
 	members, pending, err := s.members(unreadable)
@@ -579,16 +578,4 @@ func (s *sweeper) member(pid int, bySid bool) (ours, known bool) {
 		}
 	}
 	return false, true
-}
-
-// cgroupTreePids lists the processes of dir and of its child cgroups.
-func cgroupTreePids(dir string) []int {
-	pids := readPids(filepath.Join(dir, "cgroup.procs"))
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.IsDir() {
-			pids = append(pids, cgroupTreePids(filepath.Join(dir, e.Name()))...)
-		}
-	}
-	return pids
 }

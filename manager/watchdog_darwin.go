@@ -3,8 +3,6 @@ package manager
 import (
 	"os"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // macOS has no parent-death signal: the watchdog learns of the sidecar's death
@@ -20,15 +18,6 @@ func selfExe() string {
 }
 
 func watchdogAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }
-
-// processStart is pid's start time as procEntry.start gives it.
-func processStart(pid int) (uint64, bool) {
-	kp, err := unix.SysctlKinfoProc("kern.proc.pid", pid)
-	if err != nil {
-		return 0, false
-	}
-	return uint64(kp.Proc.P_starttime.Sec)*1e6 + uint64(kp.Proc.P_starttime.Usec), true
-}
 
 // hasExecutable: environments are not read on macOS, so never asked.
 func hasExecutable(int) bool { return true }

@@ -22,12 +22,6 @@ func watchdogAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setsid: true, Pdeathsig: watchdogDeathSignal}
 }
 
-// processStart is pid's start time as procEntry.start gives it.
-func processStart(pid int) (uint64, bool) {
-	e, ok := readStat(pid, make([]byte, 1024))
-	return e.start, ok
-}
-
 // hasExecutable tells a user process from a kernel thread, whose exe link
 // does not resolve.
 func hasExecutable(pid int) bool {
