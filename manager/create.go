@@ -157,14 +157,7 @@ func (t *tool) discard() {
 // toolEnv returns env with PROCMGR_TAG and PROCMGR_SESSION set (replacing any
 // values the caller passed: they are the sidecar's marks, not the caller's).
 func toolEnv(env []string, tag, session string) []string {
-	out := make([]string, 0, len(env)+2)
-	for _, kv := range env {
-		if strings.HasPrefix(kv, EnvTag+"=") || strings.HasPrefix(kv, EnvSession+"=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, EnvTag+"="+tag, EnvSession+"="+session)
+	return append(withoutMarks(env), EnvTag+"="+tag, EnvSession+"="+session)
 }
 
 func envValue(env []string, name string) string {

@@ -1,14 +1,12 @@
 package manager
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -112,7 +110,7 @@ func (m *Manager) spawnWatchdogLocked() error {
 	}
 	defer r.Close()
 	attr := &syscall.ProcAttr{
-		Env:   watchdogEnv(os.Environ()),
+		Env:   withoutMarks(os.Environ()),
 		Files: []uintptr{r.Fd(), m.devnull.Fd(), os.Stderr.Fd()},
 		Sys:   watchdogAttr(),
 	}
@@ -194,19 +192,6 @@ func (m *Manager) CloseWatchdog(timeout time.Duration) {
 	case <-time.After(timeout):
 		m.log.Warn("session watchdog still sweeping; leaving it", "pid", pid)
 	}
-}
-
-// watchdogEnv is the sidecar's environment without the marks of a tool, so
-// that no sweep (this session's or an outer one's) takes the watchdog for one.
-func watchdogEnv(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		if strings.HasPrefix(kv, EnvSession+"=") || strings.HasPrefix(kv, EnvTag+"=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 // WatchdogConfig is what the watchdog process is told on its command line.
@@ -388,8 +373,8 @@ func (s *sweeper) sweep() (killed int, left []int) {
 	deadline := time.Now().Add(killWait)
 	pause := time.Millisecond
 	seen := map[int]bool{}
-	unreadable := map[procKey]time.Time{} // first seen with an empty environ
-	var quiet time.Time                   // when a round first found nothing
+	unreadable := emptyEnvirons{}
+	var quiet time.Time // when a round first found nothing
 	for {
 		found, pending := s.round(unreadable)
 		for _, pid := range found {
@@ -421,7 +406,7 @@ func (s *sweeper) sweep() (killed int, left []int) {
 // round SIGKILLs every live process of the session once and returns their
 // pids (a process may be listed twice), and whether some process's
 // environment must be read again (see envSettle).
-func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending bool) {
+func (s *sweeper) round(unreadable emptyEnvirons) (found []int, pending bool) {
 	if s.cfg.Cgroup != "" {
 		KillCgroupTree(s.cfg.Cgroup)
 		found = append(found, cgroupTreePids(s.cfg.Cgroup)...)
@@ -462,7 +447,7 @@ func (s *sweeper) signalAll(sig unix.Signal) []procKey {
 			send(pid)
 		}
 	}
-	members, _, err := s.members(map[procKey]time.Time{})
+	members, _, err := s.members(emptyEnvirons{})
 	if err != nil {
 		s.log.Warn("cannot list processes", "err", err)
 	}
@@ -475,7 +460,7 @@ func (s *sweeper) signalAll(sig unix.Signal) []procKey {
 // members lists the live processes of the session found through their marks
 // or the sidecar's session, and whether some environment must be read again
 // (see envSettle).
-func (s *sweeper) members(unreadable map[procKey]time.Time) (out []procEntry, pending bool, err error) {
+func (s *sweeper) members(unreadable emptyEnvirons) (out []procEntry, pending bool, err error) {
 	entries, err := host.processes()
 	if err != nil {
 		return nil, true, err
@@ -498,13 +483,7 @@ func (s *sweeper) members(unreadable map[procKey]time.Time) (out []procEntry, pe
 		}
 		member, known := s.member(e.pid, bySid)
 		if !known {
-			k := procKey{e.pid, e.start}
-			first, ok := unreadable[k]
-			if !ok {
-				first = time.Now()
-				unreadable[k] = first
-			}
-			pending = pending || time.Since(first) < envSettle
+			pending = unreadable.settling(procKey{e.pid, e.start}, time.Now()) || pending
 			continue
 		}
 		ours[e.pid] = member
@@ -557,28 +536,15 @@ func descendantsOf(entries []procEntry, ours map[int]bool, spare int) []int {
 
 // member reports whether pid belongs to the session: it carries its mark, or
 // (bySid) it is in the session the sidecar led. known is false when its
-// environment read empty although it is a user process (it has an
-// executable; kernel threads have none): it may be in the middle of an exec.
+// environment must be read again (readEnvMark): it may be in an exec.
 func (s *sweeper) member(pid int, bySid bool) (ours, known bool) {
 	if bySid {
 		if sid, err := unix.Getsid(pid); err == nil && sid == s.cfg.SidecarPid {
 			return true, true
 		}
 	}
-	env, err := host.environ(pid)
-	if err != nil {
-		return false, true // gone, or not ours to read
-	}
-	if len(env) == 0 {
-		return false, !hasExecutable(pid)
-	}
-	want := []byte(EnvSession + "=" + s.cfg.Session)
-	for _, kv := range bytes.Split(env, []byte{0}) {
-		if bytes.Equal(kv, want) {
-			return true, true
-		}
-	}
-	return false, true
+	mark, known := readEnvMark(pid, s.cfg.Session)
+	return mark.ours, known
 }
 
 // cgroupTreePids lists the processes of dir and of its child cgroups.
