@@ -119,9 +119,13 @@ func (m *Manager) clearThenFollow(t *tool, r *run, next *nextStep) {
 
 // clearRun is the stop sequence of stop.go applied to an ended run's
 // leftovers. cgroup.kill is used only when no run will follow (final): see
-// killTree.
+// killByCgroup.
 func (m *Manager) clearRun(t *tool, r *run, final bool) {
-	m.stopTree(t, r, t.stopSignal, t.stopTimeout, final)
+	mode := killBySignal
+	if final {
+		mode = killByCgroup
+	}
+	m.stopTree(t, r, t.stopSignal, t.stopTimeout, mode)
 	m.killStrays(t, r)
 }
 

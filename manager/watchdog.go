@@ -243,8 +243,7 @@ func RunWatchdog(cfg WatchdogConfig, stdin *os.File) int {
 	reason := s.await(stdin, deathSig)
 	log.Debug("sweeping the session", "reason", reason)
 	start := time.Now()
-	termed := s.terminate(watchdogGrace)
-	killed, left := s.sweep()
+	termed, killed, left := s.clear(watchdogGrace)
 	if cfg.Cgroup != "" {
 		removeCgroupTree(cfg.Cgroup)
 	}
@@ -331,76 +330,58 @@ func (s *sweeper) await(stdin *os.File, deathSig <-chan os.Signal) string {
 	}
 }
 
-// terminate sends SIGTERM to every process of the session once, then waits
-// up to grace for them to go, so that a tool can remove its sockets and
-// temporary files; sweep SIGKILLs whatever is left. (Per-tool stop signals
-// are the sidecar's to know; the watchdog keeps no state per tool.) It
-// returns how many processes it signalled. Tools the sidecar started itself
-// are usually gone already: their parent-death signal is SIGKILL.
-func (s *sweeper) terminate(grace time.Duration) int {
-	deadline := time.Now().Add(grace)
-	termed := s.signalAll(unix.SIGTERM)
-	if len(termed) == 0 {
-		return 0
-	}
-	pause := time.Millisecond
-	for time.Now().Before(deadline) {
-		alive := false
-		for _, k := range termed {
-			if e, ok := host.process(k.pid); ok && e.start == k.start && !e.zombie {
-				alive = true
-				break
-			}
-		}
-		if !alive {
-			break
-		}
-		time.Sleep(min(pause, time.Until(deadline)))
-		pause = min(pause*2, 20*time.Millisecond)
-	}
-	return len(termed)
-}
-
-// sweepQuiet is how long the rounds must keep finding nothing before the
-// sweep ends.
+// sweepQuiet is how long the kill rounds must keep finding nothing before
+// the sweep ends.
 const sweepQuiet = 20 * time.Millisecond
 
-// sweep kills the session round after round until the rounds have found
-// nothing, and left no environment to read again, for sweepQuiet, or
-// killWait passes. It returns how
-// many processes it signalled and the pids still there at the end.
-func (s *sweeper) sweep() (killed int, left []int) {
-	deadline := time.Now().Add(killWait)
-	pause := time.Millisecond
+// clear is the watchdog's teardown of the session. It sends SIGTERM to every
+// process of the session once and gives them up to grace to go, so that a
+// tool can remove its sockets and temporary files (per-tool stop signals are
+// the sidecar's to know; the watchdog keeps no state per tool). Then it kills
+// the session round after round until the rounds have found nothing, and
+// left no environment to read again, for sweepQuiet, or killWait passes.
+// It returns how many processes it sent SIGTERM and SIGKILL, and the pids the
+// last round still found. Tools the sidecar started itself are usually gone
+// already: their parent-death signal is SIGKILL.
+func (s *sweeper) clear(grace time.Duration) (termed, killed int, left []int) {
 	seen := map[int]bool{}
 	unreadable := emptyEnvirons{}
 	var quiet time.Time // when a round first found nothing
-	for {
+	kill := func() bool {
 		found, pending := s.round(unreadable)
 		for _, pid := range found {
 			seen[pid] = true
 		}
-		if len(found) == 0 && !pending {
-			// A process being forked when the round listed /proc (by a
-			// member dying of its parent-death signal just then) is not
-			// listed yet: believe an empty round once another, a while
-			// later, agrees.
-			if !quiet.IsZero() && time.Since(quiet) >= sweepQuiet {
-				return len(seen), nil
-			}
-			if quiet.IsZero() {
-				quiet = time.Now()
-			}
-			time.Sleep(sweepQuiet / 4)
-			continue
+		left = found
+		if len(found) > 0 || pending {
+			quiet = time.Time{}
+			return false
 		}
-		quiet = time.Time{}
-		if time.Now().After(deadline) {
-			return len(seen), found
+		// A process being forked when the round listed /proc (by a member
+		// dying of its parent-death signal just then) is not listed yet:
+		// believe an empty round once another, a while later, agrees.
+		if quiet.IsZero() {
+			quiet = time.Now()
 		}
-		time.Sleep(pause)
-		pause = min(pause*2, 20*time.Millisecond)
+		return time.Since(quiet) >= sweepQuiet
 	}
+	var reached []procKey
+	sent := false
+	term := func() bool {
+		if !sent {
+			sent = true
+			reached = s.signalAll(unix.SIGTERM)
+			termed = len(reached)
+		}
+		for _, k := range reached {
+			if e, ok := host.process(k.pid); ok && e.start == k.start && !e.zombie {
+				return false
+			}
+		}
+		return kill() // those are gone: the grace is over for the rest
+	}
+	teardown{term: term, grace: grace, kill: kill}.run()
+	return termed, len(seen), left
 }
 
 // round SIGKILLs every live process of the session once and returns their
