@@ -110,8 +110,8 @@ func (pt *procTable) refresh() {
 // recordAncestry reads the process table (stat only: no environment is
 // read) and records the owner of every process whose parent chain now leads
 // to a tool, without replacing the shared snapshot. A stop without cgroup
-// mode runs it just before it signals the tool's group, whose death breaks
-// those chains; reading the environments of the new processes too would
+// mode runs it once, just before its first signal to the tool's group, whose
+// death breaks those chains (its later rounds look before they signal); reading the environments of the new processes too would
 // delay the signal (by tens of milliseconds under load, measured). Like a
 // snapshot, one pass serves every caller for snapshotTTL (a shutdown stops
 // every tool at once).

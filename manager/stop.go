@@ -12,8 +12,8 @@ import (
 // Stop sends sig (0: the tool's stop signal) to the tool's whole tree — its
 // process group and the members that left it — waits up to timeout (negative,
 // UseDefault: the tool's stop timeout; 0: no grace at all) for every member
-// to exit, SIGKILLs whatever remains,
-// and returns when nothing of the tree remains. The tag is then free. A
+// to exit, SIGKILLs whatever remains, and returns when nothing of the tree
+// remains (or members outlived killWait of SIGKILL: logged). The tag is then free. A
 // pending restart is cancelled, and none starts after Stop began.
 //
 // Stopping a tool that already exited kills what is left of its tree and
@@ -112,7 +112,8 @@ const (
 	// killByCgroup: cgroup.kill first (it also gets a member forked while
 	// the kill is under way), then as killBySignal. Only for a tool being
 	// stopped: on the kernel tested (6.18) a process later cloned into a
-	// cgroup that was once cgroup.kill'ed is SIGKILLed at birth.
+	// cgroup that was once cgroup.kill'ed is SIGKILLed at birth. Without a
+	// cgroup it is killBySignal.
 	killByCgroup
 )
 
@@ -299,8 +300,7 @@ func (m *Manager) killPid(pid int, sig syscall.Signal) {
 // stop signal, and grace unless it is negative, else its own stop timeout), then
 // kills any process still carrying this session's mark and every adopted
 // orphan (see sweep). It returns how many tools it stopped. ctx bounds the
-// wait; a call after the first stops what is
-// left and returns.
+// wait; a call after the first stops what is left and returns.
 func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 	m.mu.Lock()
 	m.closing = true

@@ -66,8 +66,9 @@ type watchdog struct {
 }
 
 // StartWatchdog starts the session watchdog: exe (empty: this very binary)
-// run as `exe --watchdog --session ID --sidecar-pid PID [--cgroup DIR] args...`,
-// which must end up in RunWatchdog. The Monitor reaps it; should it die while
+// run as `exe --watchdog --session ID --sidecar-pid PID --sidecar-start T
+// [--sidecar-leads-session] args... [--cgroup DIR]` (main_watchdog.go parses
+// it), which must end up in RunWatchdog. The Monitor reaps it; should it die while
 // the sidecar lives, it is logged and restarted (a few times).
 func (m *Manager) StartWatchdog(exe string, args ...string) error {
 	if exe == "" {
