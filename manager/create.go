@@ -37,6 +37,8 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 	} else {
 		m.tools[spec.Tag] = t
 	}
+	close(m.starting[spec.Tag])
+	delete(m.starting, spec.Tag)
 	m.mu.Unlock()
 	m.creating.Done()
 	if err != nil {
@@ -71,23 +73,36 @@ func (m *Manager) reserve(tag string) error {
 		return fmt.Errorf("%w: %q", ErrTagInUse, tag)
 	}
 	m.tools[tag] = nil
+	if m.starting == nil {
+		m.starting = make(map[string]chan struct{})
+	}
+	m.starting[tag] = make(chan struct{})
 	m.creating.Add(1)
 	return nil
 }
 
 // lookupStarted is lookup, except that a tag whose create is still spawning
-// (reserved, no tool yet) is waited for, briefly: a stop sent right after a
-// create — a host interrupting it — must find the tool, not miss it.
+// (reserved, no tool yet) is waited for — until that create knows whether
+// the tool started, ctx ends or reservedWait passes: a stop sent right after
+// a create (a host interrupting it) must find the tool, not miss it.
 func (m *Manager) lookupStarted(ctx context.Context, tag string) (*tool, error) {
-	deadline := time.Now().Add(reservedWait)
+	timer := time.NewTimer(reservedWait)
+	defer timer.Stop()
 	for {
 		m.mu.Lock()
 		t, reserved := m.tools[tag]
+		started := m.starting[tag]
 		m.mu.Unlock()
-		if t != nil || !reserved || time.Now().After(deadline) || ctx.Err() != nil {
+		if t != nil || !reserved {
 			return m.lookup(tag)
 		}
-		time.Sleep(time.Millisecond)
+		select {
+		case <-started: // a tool now, or the tag free (or taken by a newer create: wait again)
+		case <-timer.C:
+			return m.lookup(tag)
+		case <-ctx.Done():
+			return m.lookup(tag)
+		}
 	}
 }
 
@@ -157,14 +172,7 @@ func (t *tool) discard() {
 // toolEnv returns env with PROCMGR_TAG and PROCMGR_SESSION set (replacing any
 // values the caller passed: they are the sidecar's marks, not the caller's).
 func toolEnv(env []string, tag, session string) []string {
-	out := make([]string, 0, len(env)+2)
-	for _, kv := range env {
-		if strings.HasPrefix(kv, EnvTag+"=") || strings.HasPrefix(kv, EnvSession+"=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, EnvTag+"="+tag, EnvSession+"="+session)
+	return append(withoutMarks(env), EnvTag+"="+tag, EnvSession+"="+session)
 }
 
 func envValue(env []string, name string) string {

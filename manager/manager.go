@@ -55,6 +55,9 @@ type Manager struct {
 	tools    map[string]*tool // a nil value reserves a tag while its create is in flight
 	closing  bool
 	creating sync.WaitGroup // creates in flight; Shutdown waits for them
+	// starting holds, per reserved tag, a channel closed once its create
+	// knows whether the tool started (create.go).
+	starting map[string]chan struct{}
 
 	evMu sync.Mutex // numbers and delivers events in order
 	seq  uint64

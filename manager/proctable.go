@@ -1,17 +1,9 @@
 package manager
 
 import (
-	"bytes"
 	"os"
 	"sync"
 	"time"
-)
-
-// Environment variables that mark a tool and every descendant that keeps its
-// environment, so members that left the tool's process group can still be found.
-const (
-	EnvTag     = "PROCMGR_TAG"
-	EnvSession = "PROCMGR_SESSION"
 )
 
 // procTable answers "which live processes belong to this tool?" from one OS
@@ -48,7 +40,7 @@ type procTable struct {
 	recorded map[procKey]string
 	// unread: processes whose environment read empty, since when.
 	// They are read again in every snapshot for envSettle, then taken as not ours.
-	unread   map[procKey]time.Time
+	unread   emptyEnvirons
 	unsettle bool // some process in unread is younger than envSettle
 }
 
@@ -71,7 +63,7 @@ func newProcTable(session string, groups func() map[int]string) *procTable {
 		groups = func() map[int]string { return nil }
 	}
 	return &procTable{session: session, self: os.Getpid(), groups: groups,
-		tags: make(map[procKey]string), unread: make(map[procKey]time.Time),
+		tags: make(map[procKey]string), unread: make(emptyEnvirons),
 		owner: make(map[procKey]string), recorded: make(map[procKey]string)}
 }
 
@@ -87,7 +79,7 @@ func (pt *procTable) refresh() {
 	pt.entries = entries
 	pt.taken = time.Now()
 	seen := make(map[procKey]string, len(entries))
-	unread := make(map[procKey]time.Time)
+	unread := make(emptyEnvirons) // only the processes of this snapshot
 	pt.unsettle = false
 	for _, e := range entries {
 		if e.zombie || e.pid == pt.self {
@@ -96,16 +88,15 @@ func (pt *procTable) refresh() {
 		k := procKey{e.pid, e.start}
 		tag, ok := pt.tags[k]
 		if !ok {
-			var known bool
-			if tag, known = pt.attribute(e.pid); !known {
-				since, ok := pt.unread[k]
-				if !ok {
-					since = pt.taken
+			mark, known := readEnvMark(e.pid, pt.session)
+			tag = mark.tag
+			if !known {
+				if first, ok := pt.unread[k]; ok {
+					unread[k] = first
 				}
-				if pt.taken.Sub(since) < envSettle {
-					unread[k] = since // read again in the next snapshot
+				if unread.settling(k, pt.taken) {
 					pt.unsettle = true
-					continue
+					continue // read again in the next snapshot
 				}
 			}
 		}
@@ -119,8 +110,8 @@ func (pt *procTable) refresh() {
 // recordAncestry reads the process table (stat only: no environment is
 // read) and records the owner of every process whose parent chain now leads
 // to a tool, without replacing the shared snapshot. A stop without cgroup
-// mode runs it just before it signals the tool's group, whose death breaks
-// those chains; reading the environments of the new processes too would
+// mode runs it once, just before its first signal to the tool's group, whose
+// death breaks those chains (its later rounds look before they signal); reading the environments of the new processes too would
 // delay the signal (by tens of milliseconds under load, measured). Like a
 // snapshot, one pass serves every caller for snapshotTTL (a shutdown stops
 // every tool at once).
@@ -227,33 +218,6 @@ func (pt *procTable) unsettled() bool {
 	defer pt.mu.Unlock()
 	pt.refresh()
 	return pt.unsettle
-}
-
-// attribute reads the process's environment and returns its PROCMGR_TAG when
-// its PROCMGR_SESSION is ours, or "". known is false when the environment
-// read empty: a process in the middle of an execve shows an empty environ for
-// a moment (see envSettle), so such a reading must not be cached. One that
-// cannot be read at all (gone, another user's) is not ours.
-func (pt *procTable) attribute(pid int) (tag string, known bool) {
-	env, err := host.environ(pid)
-	if err != nil {
-		return "", true
-	}
-	if len(env) == 0 {
-		return "", !hasExecutable(pid) // a kernel thread has none, and no environment ever
-	}
-	var ours bool
-	for _, kv := range bytes.Split(env, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte(EnvSession+"=")); ok {
-			ours = string(v) == pt.session
-		} else if v, ok := bytes.CutPrefix(kv, []byte(EnvTag+"=")); ok {
-			tag = string(v)
-		}
-	}
-	if !ours {
-		return "", true
-	}
-	return tag, true
 }
 
 // membersOf lists the live (non-zombie) processes of a tool: those in its

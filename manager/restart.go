@@ -86,10 +86,27 @@ func (m *Manager) afterExitLocked(t *tool, e Exit) *nextStep {
 // clearThenFollow stops what remains of the ended run's tree as Stop would
 // (stop signal, grace, SIGKILL, until nothing is left) — a crashed server's
 // child must not keep its port, nor a crash loop pile up orphans — and only
-// then makes the tool fatal or schedules its restart, and says so. A Stop
-// that begins meanwhile takes over: nothing follows.
+// then makes the tool fatal or schedules its restart (follow). A Stop that
+// has begun takes over: it clears the tree itself (a second stop signal
+// could re-enter a tool's handler), and nothing follows.
 func (m *Manager) clearThenFollow(t *tool, r *run, next *nextStep) {
+	if !t.follows(r) {
+		return
+	}
 	m.clearRun(t, r, next.fatal)
+	m.follow(t, r, next)
+}
+
+// follows reports whether r is still the tool's run and no stop has begun.
+func (t *tool) follows(r *run) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stopDone == nil && t.run == r
+}
+
+// follow makes the tool fatal or schedules its restart, and says so, unless
+// a stop began or another run started meanwhile.
+func (m *Manager) follow(t *tool, r *run, next *nextStep) {
 	t.mu.Lock()
 	if t.stopDone != nil || t.run != r {
 		t.mu.Unlock()
@@ -119,9 +136,16 @@ func (m *Manager) clearThenFollow(t *tool, r *run, next *nextStep) {
 
 // clearRun is the stop sequence of stop.go applied to an ended run's
 // leftovers. cgroup.kill is used only when no run will follow (final): see
-// killTree.
+// killByCgroup. A run that left nothing (most runs: a tool that exits alone)
+// is not signalled at all, and costs no ancestry pass.
 func (m *Manager) clearRun(t *tool, r *run, final bool) {
-	m.stopTree(t, r, t.stopSignal, t.stopTimeout, final)
+	if len(m.membersOf(t, r)) > 0 || (t.cg == nil && m.procs.unsettled()) {
+		mode := killBySignal
+		if final {
+			mode = killByCgroup
+		}
+		m.stopTree(t, r, t.stopSignal, t.stopTimeout, mode)
+	}
 	m.killStrays(t, r)
 }
 
@@ -164,8 +188,11 @@ func (m *Manager) restart(t *tool) {
 		}
 		r := t.run
 		t.mu.Unlock()
+		// r is the ended run, cleared before this restart was scheduled:
+		// nothing of it is left to clear, and its process-group id may name
+		// another process's group by now (pid reuse).
 		if next != nil {
-			go m.clearThenFollow(t, r, next)
+			go m.follow(t, r, next)
 		}
 		return
 	}

@@ -9,16 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// killWait bounds how long a stop waits for members after SIGKILL. Only a
-// process the sidecar may not kill (another uid) or one stuck in the kernel
-// (state D) outlives it; the stop then returns and logs the survivors.
-const killWait = 5 * time.Second
-
 // Stop sends sig (0: the tool's stop signal) to the tool's whole tree — its
 // process group and the members that left it — waits up to timeout (negative,
 // UseDefault: the tool's stop timeout; 0: no grace at all) for every member
-// to exit, SIGKILLs whatever remains,
-// and returns when nothing of the tree remains. The tag is then free. A
+// to exit, SIGKILLs whatever remains, and returns when nothing of the tree
+// remains (or members outlived killWait of SIGKILL: logged). The tag is then free. A
 // pending restart is cancelled, and none starts after Stop began.
 //
 // Stopping a tool that already exited kills what is left of its tree and
@@ -92,14 +87,12 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 }
 
 // terminate is the stop sequence: signal, grace, SIGKILL, and wait until the
-// tree is empty. Members that appear during the grace (a tool forking while
-// it stops) get the stop signal once each, since a second SIGTERM can re-enter
-// a tool's handler; in the kill phase every round SIGKILLs whatever is found.
+// tree is empty (stopTree, then killStrays).
 func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	m.orph.stopping.Add(1) // the stop's own looks serve; orphan looks wait
 	defer m.orph.stopping.Add(-1)
 	r := t.current()
-	m.stopTree(t, r, sig, grace, true)
+	m.stopTree(t, r, sig, grace, killByCgroup)
 	m.killStrays(t, r)
 	// Every member is dead now, but the ones orphaned to the sidecar stay
 	// zombies until reaped (a dead process's children are handed to the
@@ -109,117 +102,105 @@ func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
 	m.mon.Reap()
 }
 
-// stopTree signals the run's tree, waits up to grace, then SIGKILLs until
-// it is empty. cgroupKill: see killTree.
-func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Duration, cgroupKill bool) {
-	signalled := make(map[int]bool)
-	for _, e := range m.signalTree(t, r, sig) {
-		signalled[e.pid] = true
+// killMode says how the SIGKILL rounds of a tool's tree reach it.
+type killMode uint8
+
+const (
+	// killBySignal: kill(2) to the run's process group and to each member.
+	// For a cgroup that may see another run (a restart's clean-up).
+	killBySignal killMode = iota
+	// killByCgroup: cgroup.kill first (it also gets a member forked while
+	// the kill is under way), then as killBySignal. Only for a tool being
+	// stopped: on the kernel tested (6.18) a process later cloned into a
+	// cgroup that was once cgroup.kill'ed is SIGKILLed at birth. Without a
+	// cgroup it is killBySignal.
+	killByCgroup
+)
+
+// stopTree is the teardown of a run's tree: sig to the whole tree, then to
+// each member that appears during the grace — once each, since a second
+// SIGTERM can re-enter a tool's handler — and after grace SIGKILL rounds
+// (mode) until the main process is reaped and no member is left.
+//
+// Ancestry (no cgroup) is recorded once, just before the first signal:
+// that signal kills parents of members found only by their parent chain.
+// Later rounds look before they signal, and each look records the ancestry
+// it sees, so a descendant forked during the stop is seen while its parent
+// still lives.
+func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Duration, mode killMode) {
+	gone := func(members []procEntry) bool {
+		select {
+		case <-r.exited:
+			return len(members) == 0 && (t.cg != nil || !m.procs.unsettled())
+		default:
+			return false
+		}
 	}
-	latecomers := func() {
-		for _, e := range m.membersOf(t, r) {
+	var signalled map[int]bool
+	term := func() bool {
+		if signalled == nil {
+			signalled = make(map[int]bool)
+			members := m.signalTree(t, r, sig)
+			for _, e := range members {
+				signalled[e.pid] = true
+			}
+			return gone(members)
+		}
+		members := m.membersOf(t, r)
+		for _, e := range members {
 			if !signalled[e.pid] {
 				signalled[e.pid] = true
 				m.killPid(e.pid, sig)
 			}
 		}
+		return gone(members)
 	}
-	if m.awaitGone(t, r, time.Now().Add(grace), latecomers) {
-		return
-	}
-	m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", r.pid)
-	kill := func() {
-		if cgroupKill {
-			m.killTree(t, r)
-		} else {
-			m.signalTreeVia(t, r, syscall.SIGKILL, false)
+	killed := false
+	kill := func() bool {
+		if !killed {
+			killed = true
+			m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", r.pid)
 		}
+		return gone(m.killRound(t, r, mode))
 	}
-	kill()
-	if !m.awaitGone(t, r, time.Now().Add(killWait), kill) {
+	if !(teardown{term: term, grace: grace, kill: kill, wake: r.exited}).run() {
 		m.log.Error("members survive SIGKILL", "tag", t.tag, "members", len(m.membersOf(t, r)))
 	}
 }
 
-// killStrays, in cgroup mode, looks once through the whole process table for
+// killStrays, in cgroup mode, looks through the whole process table for
 // members outside the (now empty) cgroup — only a privileged process can have
-// moved one out — and SIGKILLs them. Without cgroup mode stopTree looked
-// there all along.
+// moved one out — and SIGKILLs them until none is found. Without cgroup mode
+// stopTree looked there all along.
 func (m *Manager) killStrays(t *tool, r *run) {
 	if t.cg == nil {
 		return
 	}
-	deadline := time.Now().Add(killWait)
-	for {
-		strays := m.procs.membersOf(r.pid, t.tag)
-		if len(strays) == 0 && !m.procs.unsettled() {
-			return
-		}
-		if time.Now().After(deadline) {
-			m.log.Error("members outside the cgroup survive SIGKILL", "tag", t.tag, "members", len(strays))
-			return
-		}
+	var strays []procEntry
+	kill := func() bool {
+		strays = m.procs.membersOf(r.pid, t.tag)
 		for _, e := range strays {
 			m.killPid(e.pid, syscall.SIGKILL)
 		}
-		time.Sleep(5 * time.Millisecond)
+		return len(strays) == 0 && !m.procs.unsettled()
 	}
-}
-
-// awaitGone polls, with a short backoff, until the main process is reaped and
-// no member remains, or the deadline passes. each runs between polls.
-func (m *Manager) awaitGone(t *tool, r *run, deadline time.Time, each func()) bool {
-	pause := 500 * time.Microsecond
-	for {
-		select {
-		case <-r.exited:
-			if len(m.membersOf(t, r)) == 0 && (t.cg != nil || !m.procs.unsettled()) {
-				return true
-			}
-		default:
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return false
-		}
-		timer := time.NewTimer(min(pause, left))
-		select {
-		case <-r.exited:
-		case <-timer.C:
-		}
-		timer.Stop()
-		pause = min(pause*2, 20*time.Millisecond)
-		each()
+	if !(teardown{kill: kill}).run() {
+		m.log.Error("members outside the cgroup survive SIGKILL", "tag", t.tag, "members", len(strays))
 	}
 }
 
 // signalTree sends sig to the tool's process group and, one by one, to the
-// members that left it, and returns the members it found.
+// members that left it, and returns the members it found. The group goes
+// first, so that most of the tree has the signal before the look at /proc.
+// Without a cgroup, ancestry is recorded before that (stat only, no
+// environment read, so the signal is not delayed): the group's signal kills
+// parents, and a member found only by ancestry (no mark, out of the group)
+// must be seen while its parent chain still leads to the tool — once seen,
+// the table keeps it the tool's. In cgroup mode the cgroup holds every member.
 //
 // The group is signalled only while its leader is unreaped or members were
 // just seen in it: a group id is not recycled while either holds.
 func (m *Manager) signalTree(t *tool, r *run, sig syscall.Signal) []procEntry {
-	return m.signalTreeVia(t, r, sig, false)
-}
-
-// killTree is signalTree with SIGKILL plus cgroup.kill, which also gets a
-// member forked while the kill is under way. Only for a tool being stopped:
-// on the kernel tested (6.18) a process later cloned into a cgroup that was
-// once cgroup.kill'ed is SIGKILLed at birth, so a cgroup that may see another
-// run (a restart) must not be killed this way.
-func (m *Manager) killTree(t *tool, r *run) {
-	m.signalTreeVia(t, r, syscall.SIGKILL, true)
-}
-
-func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill bool) []procEntry {
-	if cgroupKill && t.cg != nil {
-		t.cg.kill()
-	}
-	// Without a cgroup, record ancestry first: the group's signal kills
-	// parents, and a member found only by ancestry (no mark, out of the
-	// group) must be seen while its parent chain still leads to the tool —
-	// once seen, the table keeps it the tool's. In cgroup mode the cgroup
-	// holds every member. Then the group, most of the tree, and a full look.
 	if t.cg == nil {
 		m.procs.recordAncestry()
 	}
@@ -231,7 +212,32 @@ func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill 
 		}
 	})
 	members := m.membersOf(t, r)
+	m.signalMembers(r, sig, members, groupSent)
+	return members
+}
+
+// killRound is one SIGKILL round of a stop: cgroup.kill (mode), then a look
+// at the tree — which records the ancestry it sees before any parent dies of
+// this round — then SIGKILL to the group and to the members that left it. It
+// returns the members it found.
+func (m *Manager) killRound(t *tool, r *run, mode killMode) []procEntry {
+	if mode == killByCgroup && t.cg != nil {
+		t.cg.kill()
+	}
+	members := m.membersOf(t, r)
+	m.signalMembers(r, syscall.SIGKILL, members, false)
+	return members
+}
+
+// signalMembers sends sig to the run's group — unless groupSent, and only
+// while its leader is unreaped or one of members (just seen) is in it — and
+// to each member out of the group.
+func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry, groupSent bool) {
 	m.mon.WithTracked(func(tracked func(int) bool) {
+		if !groupSent && tracked(r.pid) {
+			m.killGroup(r.pid, sig)
+			groupSent = true
+		}
 		for _, e := range members {
 			if !groupSent && e.pgid == r.pid {
 				m.killGroup(r.pid, sig) // the leader is gone, members were just seen
@@ -244,7 +250,6 @@ func (m *Manager) signalTreeVia(t *tool, r *run, sig syscall.Signal, cgroupKill 
 			}
 		}
 	})
-	return members
 }
 
 // membersOf lists the tool's live processes. In cgroup mode the cgroup is
@@ -295,8 +300,7 @@ func (m *Manager) killPid(pid int, sig syscall.Signal) {
 // stop signal, and grace unless it is negative, else its own stop timeout), then
 // kills any process still carrying this session's mark and every adopted
 // orphan (see sweep). It returns how many tools it stopped. ctx bounds the
-// wait; a call after the first stops what is
-// left and returns.
+// wait; a call after the first stops what is left and returns.
 func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 	m.mu.Lock()
 	m.closing = true
@@ -341,33 +345,34 @@ func (m *Manager) Shutdown(ctx context.Context, grace time.Duration) int {
 	return stopped
 }
 
-// sweep SIGKILLs, round after round for a bounded time, every live process
-// that still carries this session's mark or belongs to a tool (descendants
-// of tools released earlier, or of a create that raced the shutdown) and
-// every descendant of the sidecar but the watchdog: adopted orphans no tool
-// could claim (an env-clearing setsid daemon) end here, with their children.
+// sweep SIGKILLs, round after round for a bounded time (a teardown), every
+// live process that still carries this session's mark or belongs to a tool
+// (descendants of tools released earlier, or of a create that raced the
+// shutdown) and every descendant of the sidecar but the watchdog: adopted
+// orphans no tool could claim (an env-clearing setsid daemon) end here, with
+// their children.
 func (m *Manager) sweep() {
-	deadline := time.Now().Add(killWait)
 	spare := map[int]bool{}
-	for {
+	var left []procEntry
+	kill := func() bool {
 		if pid := m.WatchdogPid(); pid != 0 {
 			spare[pid] = true
 		}
 		if m.cg != nil {
 			killCgroupTree(m.cg.Dir())
 		}
-		left := m.procs.leftovers(spare)
-		if (len(left) == 0 && !m.procs.unsettled()) || time.Now().After(deadline) {
-			if len(left) > 0 {
-				pids := make([]int, len(left))
-				for i, e := range left {
-					pids[i] = e.pid
-				}
-				m.log.Error("session processes survive SIGKILL", "pids", pids)
-			}
-			return
+		left = m.procs.leftovers(spare)
+		if len(left) == 0 && !m.procs.unsettled() {
+			return true
 		}
 		m.killLeftovers(left)
-		time.Sleep(5 * time.Millisecond)
+		return false
+	}
+	if !(teardown{kill: kill}).run() && len(left) > 0 {
+		pids := make([]int, len(left))
+		for i, e := range left {
+			pids[i] = e.pid
+		}
+		m.log.Error("session processes survive SIGKILL", "pids", pids)
 	}
 }

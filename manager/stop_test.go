@@ -67,3 +67,53 @@ func TestStopReturnsOnlyOnceOrphanedMembersAreReaped(t *testing.T) {
 		}
 	}
 }
+
+// A stop sent while the tag's create is still spawning waits for that create
+// (a host interrupting it) and stops the tool it started, instead of
+// answering "no such tag". The spawn is held by keeping the spawner busy.
+func TestStopDuringACreatesSpawnWaitsForItAndStopsTheTool(t *testing.T) {
+	const tag = "stop-while-spawning"
+	hold, held := make(chan struct{}), make(chan struct{})
+	go testMgr.spawner.do(func() { close(held); <-hold })
+	<-held
+	created := make(chan error, 1)
+	go func() {
+		_, err := testMgr.Create(bg(), Spec{Tag: tag, Argv: []string{"sleep", "1000"}})
+		created <- err
+	}()
+	waitUntil(t, "the create to reserve its tag", func() bool {
+		testMgr.mu.Lock()
+		defer testMgr.mu.Unlock()
+		_, reserved := testMgr.tools[tag]
+		return reserved
+	})
+	type result struct {
+		in  Info
+		err error
+	}
+	stopped := make(chan result, 1)
+	go func() {
+		in, err := testMgr.Stop(bg(), tag, 0, 0)
+		stopped <- result{in, err}
+	}()
+	select {
+	case r := <-stopped:
+		t.Fatalf("stop returned (%v) while the create was still spawning", r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(hold)
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-stopped:
+		if r.err != nil || r.in.Pid == 0 {
+			t.Fatalf("stop: %+v, %v; want the started tool, stopped", r.in, r.err)
+		}
+		if !gone(r.in.Pid) {
+			t.Errorf("pid %d still there after the stop", r.in.Pid)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stop did not return within 20s of the create")
+	}
+}

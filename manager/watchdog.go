@@ -1,13 +1,11 @@
 package manager
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,8 +65,9 @@ type watchdog struct {
 }
 
 // StartWatchdog starts the session watchdog: exe (empty: this very binary)
-// run as `exe --watchdog --session ID --sidecar-pid PID [--cgroup DIR] args...`,
-// which must end up in RunWatchdog. The monitor reaps it; should it die while
+// run as `exe --watchdog --session ID --sidecar-pid PID --sidecar-start T
+// [--sidecar-leads-session] args... [--cgroup DIR]` (main_watchdog.go parses
+// it), which must end up in RunWatchdog. The monitor reaps it; should it die while
 // the sidecar lives, it is logged and restarted (a few times).
 func (m *Manager) StartWatchdog(exe string, args ...string) error {
 	if exe == "" {
@@ -111,7 +110,7 @@ func (m *Manager) spawnWatchdogLocked() error {
 	}
 	defer r.Close()
 	attr := &syscall.ProcAttr{
-		Env:   watchdogEnv(os.Environ()),
+		Env:   withoutMarks(os.Environ()),
 		Files: []uintptr{r.Fd(), m.devnull.Fd(), os.Stderr.Fd()},
 		Sys:   watchdogAttr(),
 	}
@@ -195,19 +194,6 @@ func (m *Manager) CloseWatchdog(timeout time.Duration) {
 	}
 }
 
-// watchdogEnv is the sidecar's environment without the marks of a tool, so
-// that no sweep (this session's or an outer one's) takes the watchdog for one.
-func watchdogEnv(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		if strings.HasPrefix(kv, EnvSession+"=") || strings.HasPrefix(kv, EnvTag+"=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
-
 // WatchdogConfig is what the watchdog process is told on its command line.
 type WatchdogConfig struct {
 	Session    string // PROCMGR_SESSION value of the tools
@@ -257,8 +243,7 @@ func RunWatchdog(cfg WatchdogConfig, stdin *os.File) int {
 	reason := s.await(stdin, deathSig)
 	log.Debug("sweeping the session", "reason", reason)
 	start := time.Now()
-	termed := s.terminate(watchdogGrace)
-	killed, left := s.sweep()
+	termed, killed, left := s.clear(watchdogGrace)
 	if cfg.Cgroup != "" {
 		removeCgroupTree(cfg.Cgroup)
 	}
@@ -345,82 +330,64 @@ func (s *sweeper) await(stdin *os.File, deathSig <-chan os.Signal) string {
 	}
 }
 
-// terminate sends SIGTERM to every process of the session once, then waits
-// up to grace for them to go, so that a tool can remove its sockets and
-// temporary files; sweep SIGKILLs whatever is left. (Per-tool stop signals
-// are the sidecar's to know; the watchdog keeps no state per tool.) It
-// returns how many processes it signalled. Tools the sidecar started itself
-// are usually gone already: their parent-death signal is SIGKILL.
-func (s *sweeper) terminate(grace time.Duration) int {
-	deadline := time.Now().Add(grace)
-	termed := s.signalAll(unix.SIGTERM)
-	if len(termed) == 0 {
-		return 0
-	}
-	pause := time.Millisecond
-	for time.Now().Before(deadline) {
-		alive := false
-		for _, k := range termed {
-			if e, ok := host.process(k.pid); ok && e.start == k.start && !e.zombie {
-				alive = true
-				break
-			}
-		}
-		if !alive {
-			break
-		}
-		time.Sleep(min(pause, time.Until(deadline)))
-		pause = min(pause*2, 20*time.Millisecond)
-	}
-	return len(termed)
-}
-
-// sweepQuiet is how long the rounds must keep finding nothing before the
-// sweep ends.
+// sweepQuiet is how long the kill rounds must keep finding nothing before
+// the sweep ends.
 const sweepQuiet = 20 * time.Millisecond
 
-// sweep kills the session round after round until the rounds have found
-// nothing, and left no environment to read again, for sweepQuiet, or
-// killWait passes. It returns how
-// many processes it signalled and the pids still there at the end.
-func (s *sweeper) sweep() (killed int, left []int) {
-	deadline := time.Now().Add(killWait)
-	pause := time.Millisecond
+// clear is the watchdog's teardown of the session. It sends SIGTERM to every
+// process of the session once and gives them up to grace to go, so that a
+// tool can remove its sockets and temporary files (per-tool stop signals are
+// the sidecar's to know; the watchdog keeps no state per tool). Then it kills
+// the session round after round until the rounds have found nothing, and
+// left no environment to read again, for sweepQuiet, or killWait passes.
+// It returns how many processes it sent SIGTERM and SIGKILL, and the pids the
+// last round still found. Tools the sidecar started itself are usually gone
+// already: their parent-death signal is SIGKILL.
+func (s *sweeper) clear(grace time.Duration) (termed, killed int, left []int) {
 	seen := map[int]bool{}
-	unreadable := map[procKey]time.Time{} // first seen with an empty environ
-	var quiet time.Time                   // when a round first found nothing
-	for {
+	unreadable := emptyEnvirons{}
+	var quiet time.Time // when a round first found nothing
+	kill := func() bool {
 		found, pending := s.round(unreadable)
 		for _, pid := range found {
 			seen[pid] = true
 		}
-		if len(found) == 0 && !pending {
-			// A process being forked when the round listed /proc (by a
-			// member dying of its parent-death signal just then) is not
-			// listed yet: believe an empty round once another, a while
-			// later, agrees.
-			if !quiet.IsZero() && time.Since(quiet) >= sweepQuiet {
-				return len(seen), nil
-			}
-			if quiet.IsZero() {
-				quiet = time.Now()
-			}
-			time.Sleep(sweepQuiet / 4)
-			continue
+		left = found
+		if len(found) > 0 || pending {
+			quiet = time.Time{}
+			return false
 		}
-		quiet = time.Time{}
-		if time.Now().After(deadline) {
-			return len(seen), found
+		// A process being forked when the round listed /proc (by a member
+		// dying of its parent-death signal just then) is not listed yet:
+		// believe an empty round once another, a while later, agrees.
+		if quiet.IsZero() {
+			quiet = time.Now()
 		}
-		time.Sleep(pause)
-		pause = min(pause*2, 20*time.Millisecond)
+		return time.Since(quiet) >= sweepQuiet
 	}
+	var reached []procKey
+	sent := false
+	term := func() bool {
+		if !sent {
+			sent = true
+			reached = s.signalAll(unix.SIGTERM)
+			termed = len(reached)
+		}
+		for _, k := range reached {
+			if e, ok := host.process(k.pid); ok && e.start == k.start && !e.zombie {
+				return false
+			}
+		}
+		return kill() // those are gone: the grace is over for the rest
+	}
+	teardown{term: term, grace: grace, kill: kill}.run()
+	return termed, len(seen), left
 }
 
 // round SIGKILLs every live process of the session once and returns their
 // pids (a process may be listed twice), and whether some process's
 // environment must be read again (see envSettle).
-func (s *sweeper) round(unreadable map[procKey]time.Time) (found []int, pending bool) {
+func (s *sweeper) round(unreadable emptyEnvirons) (found []int, pending bool) {
 	if s.cfg.Cgroup != "" {
 		killCgroupTree(s.cfg.Cgroup)
 		found = append(found, cgroupTreePids(s.cfg.Cgroup)...)
@@ -461,7 +428,7 @@ func (s *sweeper) signalAll(sig unix.Signal) []procKey {
 			send(pid)
 		}
 	}
-	members, _, err := s.members(map[procKey]time.Time{})
+	members, _, err := s.members(emptyEnvirons{})
 	if err != nil {
 		s.log.Warn("cannot list processes", "err", err)
 	}
@@ -474,7 +441,7 @@ func (s *sweeper) signalAll(sig unix.Signal) []procKey {
 // members lists the live processes of the session found through their marks
 // or the sidecar's session, and whether some environment must be read again
 // (see envSettle).
-func (s *sweeper) members(unreadable map[procKey]time.Time) (out []procEntry, pending bool, err error) {
+func (s *sweeper) members(unreadable emptyEnvirons) (out []procEntry, pending bool, err error) {
 	entries, err := host.processes()
 	if err != nil {
 		return nil, true, err
@@ -497,13 +464,7 @@ func (s *sweeper) members(unreadable map[procKey]time.Time) (out []procEntry, pe
 		}
 		member, known := s.member(e.pid, bySid)
 		if !known {
-			k := procKey{e.pid, e.start}
-			first, ok := unreadable[k]
-			if !ok {
-				first = time.Now()
-				unreadable[k] = first
-			}
-			pending = pending || time.Since(first) < envSettle
+			pending = unreadable.settling(procKey{e.pid, e.start}, time.Now()) || pending
 			continue
 		}
 		ours[e.pid] = member
@@ -556,26 +517,13 @@ func descendantsOf(entries []procEntry, ours map[int]bool, spare int) []int {
 
 // member reports whether pid belongs to the session: it carries its mark, or
 // (bySid) it is in the session the sidecar led. known is false when its
-// environment read empty although it is a user process (it has an
-// executable; kernel threads have none): it may be in the middle of an exec.
+// environment must be read again (readEnvMark): it may be in an exec.
 func (s *sweeper) member(pid int, bySid bool) (ours, known bool) {
 	if bySid {
 		if sid, err := unix.Getsid(pid); err == nil && sid == s.cfg.SidecarPid {
 			return true, true
 		}
 	}
-	env, err := host.environ(pid)
-	if err != nil {
-		return false, true // gone, or not ours to read
-	}
-	if len(env) == 0 {
-		return false, !hasExecutable(pid)
-	}
-	want := []byte(EnvSession + "=" + s.cfg.Session)
-	for _, kv := range bytes.Split(env, []byte{0}) {
-		if bytes.Equal(kv, want) {
-			return true, true
-		}
-	}
-	return false, true
+	mark, known := readEnvMark(pid, s.cfg.Session)
+	return mark.ours, known
 }
