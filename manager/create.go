@@ -172,7 +172,7 @@ func (t *tool) discard() {
 // toolEnv returns env with PROCMGR_TAG and PROCMGR_SESSION set (replacing any
 // values the caller passed: they are the sidecar's marks, not the caller's).
 func toolEnv(env []string, tag, session string) []string {
-	return append(withoutMarks(env), EnvTag+"="+tag, EnvSession+"="+session)
+	return append(withoutMarks(env), envTag+"="+tag, envSession+"="+session)
 }
 
 func envValue(env []string, name string) string {

@@ -9,8 +9,8 @@ import (
 // Environment variables that mark a tool and every descendant that keeps its
 // environment, so members that left the tool's process group can still be found.
 const (
-	EnvTag     = "PROCMGR_TAG"
-	EnvSession = "PROCMGR_SESSION"
+	envTag     = "PROCMGR_TAG"
+	envSession = "PROCMGR_SESSION"
 )
 
 // withoutMarks returns env without PROCMGR_TAG and PROCMGR_SESSION: a tool's
@@ -20,7 +20,7 @@ const (
 func withoutMarks(env []string) []string {
 	out := make([]string, 0, len(env)+2) // room for a tool's two marks
 	for _, kv := range env {
-		if strings.HasPrefix(kv, EnvTag+"=") || strings.HasPrefix(kv, EnvSession+"=") {
+		if strings.HasPrefix(kv, envTag+"=") || strings.HasPrefix(kv, envSession+"=") {
 			continue
 		}
 		out = append(out, kv)
@@ -58,9 +58,9 @@ func readEnvMark(pid int, session string) (mark envMark, known bool) {
 func parseEnvMark(env []byte, session string) envMark {
 	var m envMark
 	for _, kv := range bytes.Split(env, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte(EnvSession+"=")); ok {
+		if v, ok := bytes.CutPrefix(kv, []byte(envSession+"=")); ok {
 			m.ours = m.ours || string(v) == session
-		} else if v, ok := bytes.CutPrefix(kv, []byte(EnvTag+"=")); ok {
+		} else if v, ok := bytes.CutPrefix(kv, []byte(envTag+"=")); ok {
 			m.tag = string(v)
 		}
 	}
