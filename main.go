@@ -21,9 +21,9 @@ import (
 	"syscall"
 	"time"
 
-	"procmgr/api"
 	"procmgr/manager"
 	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 
 	"golang.org/x/sys/unix"
 )
@@ -140,7 +140,7 @@ func run() int {
 		defer manager.RemoveTempDir(c.tempDir, session)
 	}
 
-	srv := rpc.NewServer(log, rpc.DefaultBudget)
+	srv := jsonrpc.NewServer(log, jsonrpc.DefaultBudget)
 	mgr, err := manager.New(manager.Config{
 		Session:       session,
 		StopTimeout:   &stopTimeout,
@@ -148,7 +148,7 @@ func run() int {
 		InheritStderr: hostErr,
 		// One event's notifications are queued, or dropped, together.
 		OnEvent: func(ev manager.Event) {
-			srv.NotifyGroup(func(notify func(string, any)) { api.Notify(notify, ev) })
+			srv.NotifyGroup(func(notify func(string, any)) { rpc.Notify(notify, ev) })
 		},
 		Logger:  log,
 		Cgroups: !c.noCgroup,
@@ -164,7 +164,7 @@ func run() int {
 	go manager.SweepLitter(session, litterRoot, log)
 	shutdownReplied := make(chan struct{})
 	var replied sync.Once // two shutdown calls may both reply
-	api.Register(srv, mgr, api.Options{
+	rpc.Register(srv, mgr, rpc.Options{
 		Version:    version,
 		Features:   features(mgr),
 		OnShutdown: func() { replied.Do(func() { close(shutdownReplied) }) },
@@ -173,8 +173,8 @@ func run() int {
 	})
 	// stdout stays open when the input ends: replies to calls in progress
 	// and the last notifications still go out (see Drain below).
-	stream, err := rpc.NewStream(os.Stdin, os.Stdout, rpc.StreamConfig{
-		Framing: rpc.Framing(c.framing), MaxMessage: c.maxMessage, Budget: rpc.DefaultBudget, Log: log})
+	stream, err := jsonrpc.NewStream(os.Stdin, os.Stdout, jsonrpc.StreamConfig{
+		Framing: jsonrpc.Framing(c.framing), MaxMessage: c.maxMessage, Budget: jsonrpc.DefaultBudget, Log: log})
 	if err != nil {
 		return fail(err)
 	}

@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 // fuzzEnviron is the sidecar environment the fuzzed creates inherit.
@@ -57,12 +57,12 @@ func FuzzCreateParamsToSpec(f *testing.F) {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields() // as the server decodes params
 		if dec.Decode(&p) != nil {
-			return // not create params at all: the decoding is the rpc package's to fuzz
+			return // not create params at all: the decoding is package jsonrpc's to fuzz
 		}
 		spec, err := p.toSpec(fuzzEnviron)
 		if err != nil {
-			var re *rpc.Error
-			if !errors.As(err, &re) || re.Code != rpc.CodeInvalidParams || !strings.HasPrefix(re.Message, "invalid params: ") {
+			var re *jsonrpc.Error
+			if !errors.As(err, &re) || re.Code != jsonrpc.CodeInvalidParams || !strings.HasPrefix(re.Message, "invalid params: ") {
 				t.Fatalf("error %#v is not an invalid-params error", err)
 			}
 			return

@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 func strp(s string) *string { return &s }
@@ -31,8 +31,8 @@ func TestBuildEnvMergesOverridesInOrderAndNullRemoves(t *testing.T) {
 func TestBuildEnvRefusesBadNames(t *testing.T) {
 	for _, name := range []string{"", "A=B", "A\x00"} {
 		_, err := buildEnv(false, nil, map[string]*string{name: strp("v")})
-		var re *rpc.Error
-		if !errors.As(err, &re) || re.Code != rpc.CodeInvalidParams {
+		var re *jsonrpc.Error
+		if !errors.As(err, &re) || re.Code != jsonrpc.CodeInvalidParams {
 			t.Errorf("name %q: err %v, want invalid params", name, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 // processInfo is ProcessInfo on the wire.
@@ -127,7 +127,7 @@ func (o *output) UnmarshalJSON(b []byte) error {
 		if err := dec.Decode(&f); err != nil {
 			var te *json.UnmarshalTypeError
 			if errors.As(err, &te) && te.Field != "" {
-				return fmt.Errorf("%q must be %s, not %s", te.Field, rpc.JSONKind(te.Type.Kind()), te.Value)
+				return fmt.Errorf("%q must be %s, not %s", te.Field, jsonrpc.JSONKind(te.Type.Kind()), te.Value)
 			}
 			return fmt.Errorf("output object: %v", err)
 		}
