@@ -49,9 +49,6 @@ type restartParams struct {
 	} `json:"backoff"`
 }
 
-// defaultMaxRestarts applies when a restart policy names no max_restarts.
-const defaultMaxRestarts = 5
-
 func (p *readyParams) toSpec() (*manager.Readiness, error) {
 	r := &manager.Readiness{Path: p.Path, TCP: p.TCP}
 	if p.Output != nil {
@@ -79,7 +76,7 @@ func (p *restartParams) toSpec() (manager.RestartPolicy, error) {
 	default:
 		return r, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, `invalid params: restart.policy must be "never", "on-failure" or "always", not %q`, p.Policy)
 	}
-	r.MaxRestarts = defaultMaxRestarts
+	r.MaxRestarts = manager.DefaultMaxRestarts
 	if p.MaxRestarts != nil {
 		if *p.MaxRestarts < 0 {
 			return r, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: restart.max_restarts must not be negative")

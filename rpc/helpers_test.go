@@ -67,10 +67,10 @@ func TestOutputDecodesEveryFormAndRefusesTheRest(t *testing.T) {
 		`"discard"`:                        {Kind: manager.Discard},
 		`"inherit"`:                        {Kind: manager.Inherit},
 		`"stdout"`:                         {Kind: manager.ToStdout},
-		`"capture"`:                        {Kind: manager.Captured, Capture: manager.Capture{FileBackups: 3}},
+		`"capture"`:                        {Kind: manager.Captured, Capture: manager.Capture{FileBackups: manager.DefaultFileBackups}},
 		` {"file":"x.log","append":true} `: {Kind: manager.File, Path: "x.log", Append: true},
 		`{"capture":{"size":10,"file":"c","file_max_bytes":5}}`: {Kind: manager.Captured,
-			Capture: manager.Capture{Size: 10, File: "c", FileMaxBytes: 5, FileBackups: 3}},
+			Capture: manager.Capture{Size: 10, File: "c", FileMaxBytes: 5, FileBackups: manager.DefaultFileBackups}},
 		`{"capture":{"file_backups":0}}`: {Kind: manager.Captured, Capture: manager.Capture{FileBackups: 0}},
 	}
 	for in, want := range good {

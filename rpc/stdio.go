@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"procmgr/manager"
 	"procmgr/rpc/jsonrpc"
 )
 
@@ -29,9 +30,6 @@ type readOutputResult struct {
 	EOF      bool   `json:"eof"`
 }
 
-// defaultReadBytes is a read_output's size when max_bytes is not given.
-const defaultReadBytes = 1 << 20
-
 func (s *service) readOutput(ctx context.Context, p readOutputParams) (readOutputResult, error) {
 	tag, err := tagParams{p.Tag}.tag()
 	if err != nil {
@@ -47,7 +45,7 @@ func (s *service) readOutput(ctx context.Context, p readOutputParams) (readOutpu
 		return readOutputResult{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: max_bytes must not be negative")
 	}
 	if p.MaxBytes == 0 {
-		p.MaxBytes = defaultReadBytes
+		p.MaxBytes = manager.DefaultReadBytes
 	}
 	offset := int64(-1)
 	if p.Offset != nil {

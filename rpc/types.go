@@ -137,7 +137,7 @@ func (o *output) UnmarshalJSON(b []byte) error {
 			if c.Size < 0 || c.Size > maxCaptureSize || c.FileMaxBytes < 0 || (c.FileBackups != nil && *c.FileBackups < 0) {
 				return fmt.Errorf("capture: size must be 0..%d and file settings non-negative", maxCaptureSize)
 			}
-			backups := 3
+			backups := manager.DefaultFileBackups
 			if c.FileBackups != nil {
 				backups = *c.FileBackups
 			}
@@ -162,7 +162,7 @@ func (o *output) UnmarshalJSON(b []byte) error {
 	case "stdout":
 		o.o = manager.Output{Kind: manager.ToStdout}
 	case "capture":
-		o.o = manager.Output{Kind: manager.Captured, Capture: manager.Capture{FileBackups: 3}}
+		o.o = manager.Output{Kind: manager.Captured, Capture: manager.Capture{FileBackups: manager.DefaultFileBackups}}
 	default:
 		return fmt.Errorf(`unknown output %q: want "discard", "inherit", "capture", "stdout" (stderr only) or {"file": path}`, s)
 	}
