@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -29,9 +28,6 @@ import (
 )
 
 var version = "0.1.0" // overridden with -ldflags "-X main.version=..."
-
-// maxStopTimeout bounds --stop-timeout as the protocol bounds every duration.
-const maxStopTimeout = 24 * time.Hour
 
 type config struct {
 	parentPid   int
@@ -107,10 +103,12 @@ func run() int {
 	if c.maxMessage < 1024 {
 		return fail(fmt.Errorf("--max-message %d is below 1024 bytes", c.maxMessage))
 	}
-	if c.stopTimeout < 0 || math.IsNaN(c.stopTimeout) || c.stopTimeout > maxStopTimeout.Seconds() {
-		return fail(fmt.Errorf("--stop-timeout %v is not a number of seconds in range 0..%v", c.stopTimeout, maxStopTimeout.Seconds()))
+	// Checked as the protocol checks every duration; 0: SIGKILL right after
+	// the stop signal.
+	stopTimeout, err := rpc.Seconds(c.stopTimeout)
+	if err != nil {
+		return fail(fmt.Errorf("--stop-timeout: %w", err))
 	}
-	stopTimeout := time.Duration(c.stopTimeout * float64(time.Second)) // 0: SIGKILL right after the stop signal
 	hostOut, err := inheritedFile(c.stdoutFd, "stdout")
 	if err != nil {
 		return fail(err)

@@ -91,8 +91,8 @@ func checkSpec(t *testing.T, p *createParams, spec manager.Spec) {
 		{"stop_timeout", spec.StopTimeout}, {"restart.window", spec.Restart.Window},
 		{"restart.backoff.initial", spec.Restart.InitialBackoff}, {"restart.backoff.max", spec.Restart.MaxBackoff},
 	} {
-		if d.v != nil && (*d.v < 0 || *d.v > maxTimeout) {
-			t.Fatalf("%s = %v, outside 0..%v", d.name, *d.v, maxTimeout)
+		if d.v != nil && (*d.v < 0 || *d.v > MaxDuration) {
+			t.Fatalf("%s = %v, outside 0..%v", d.name, *d.v, MaxDuration)
 		}
 	}
 	if (p.StopTimeout != nil) != (spec.StopTimeout != nil) {
@@ -111,7 +111,7 @@ func checkSpec(t *testing.T, p *createParams, spec manager.Spec) {
 		t.Fatalf("ready %v from %v", spec.Ready, p.Ready)
 	}
 	if r := spec.Ready; r != nil {
-		if (r.Timeout != nil && (*r.Timeout < 0 || *r.Timeout > maxTimeout)) || r.Path != p.Ready.Path || r.TCP != p.Ready.TCP ||
+		if (r.Timeout != nil && (*r.Timeout < 0 || *r.Timeout > MaxDuration)) || r.Path != p.Ready.Path || r.TCP != p.Ready.TCP ||
 			(r.Output != nil) != (p.Ready.Output != nil) {
 			t.Fatalf("ready %+v from %+v", r, p.Ready)
 		}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"syscall"
-	"time"
 
 	"procmgr/manager"
 	"procmgr/rpc/jsonrpc"
@@ -28,10 +27,6 @@ const (
 	CodeShuttingDown = -32004
 	CodeNotReady     = -32005
 )
-
-// maxTimeout bounds every timeout a caller may pass, so no call can be made
-// to wait without bound by a typo.
-const maxTimeout = 24 * time.Hour
 
 // Options configures the methods.
 type Options struct {

@@ -78,10 +78,24 @@ func (s *signal) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// seconds decodes a non-negative number of seconds, at most maxTimeout.
-// Zero is zero (no wait at all), never "the default": the default is what
-// an absent field gives. JSON has no NaN or infinity; a number too large for
-// a float64 (1e999) is refused like any other out-of-range one.
+// MaxDuration bounds every duration a caller may give (a timeout, a
+// backoff, the --stop-timeout flag), so that no call can be made to wait
+// without bound by a typo.
+const MaxDuration = 24 * time.Hour
+
+// Seconds is the one check of a duration given in seconds, on the wire and
+// on the command line: finite, 0..MaxDuration. Zero is zero (no wait at
+// all), never "the default": the default is what an absent field gives.
+func Seconds(secs float64) (time.Duration, error) {
+	if !(secs >= 0 && secs <= MaxDuration.Seconds()) { // NaN fails both
+		return 0, fmt.Errorf("duration %v s is out of range 0..%v", secs, MaxDuration.Seconds())
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// seconds decodes a duration in seconds, checked by Seconds. JSON has no
+// NaN or infinity; a number too large for a float64 (1e999) is refused like
+// any other out-of-range one.
 type seconds struct{ d time.Duration }
 
 func (s *seconds) UnmarshalJSON(b []byte) error {
@@ -89,14 +103,15 @@ func (s *seconds) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &f); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && strings.HasPrefix(te.Value, "number") { // 1e999: beyond float64
-			return fmt.Errorf("duration %s s is not a finite number in range 0..%v", bytes.TrimSpace(b), maxTimeout.Seconds())
+			return fmt.Errorf("duration %s s is not a finite number in range 0..%v", bytes.TrimSpace(b), MaxDuration.Seconds())
 		}
 		return fmt.Errorf("a duration must be a number of seconds")
 	}
-	if f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > maxTimeout.Seconds() {
-		return fmt.Errorf("duration %v s is out of range 0..%v", f, maxTimeout.Seconds())
+	d, err := Seconds(f)
+	if err != nil {
+		return err
 	}
-	s.d = time.Duration(f * float64(time.Second))
+	s.d = d
 	return nil
 }
 
