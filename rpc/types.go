@@ -137,9 +137,9 @@ func (o *output) UnmarshalJSON(b []byte) error {
 			Append  bool            `json:"append"`
 			Capture *captureOptions `json:"capture"`
 		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&f); err != nil {
+		// Names are case-sensitive here too: the server's check of names
+		// leaves a type with its own UnmarshalJSON to it.
+		if err := jsonrpc.Unmarshal(b, &f); err != nil {
 			var te *json.UnmarshalTypeError
 			if errors.As(err, &te) && te.Field != "" {
 				return fmt.Errorf("%q must be %s, not %s", te.Field, jsonrpc.JSONKind(te.Type.Kind()), te.Value)

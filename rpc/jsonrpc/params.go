@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -25,6 +26,21 @@ func decodeParams(raw json.RawMessage, v any) *Error {
 	}
 	if name := exactNames(raw, reflect.TypeOf(v)); name != "" {
 		return Errorf(CodeInvalidParams, "invalid params: unknown field %q (field names are case-sensitive)", name)
+	}
+	return nil
+}
+
+// Unmarshal decodes raw strictly into v, as params are decoded: a member
+// that names no field of v, in any letter case other than the field's own,
+// is an error naming it. It is for the UnmarshalJSON of a params type that
+// decodes an object itself, which the server's own check of names leaves
+// to it.
+func Unmarshal(raw []byte, v any) error {
+	if err := strictDecode(raw, v); err != nil {
+		return err
+	}
+	if name := exactNames(raw, reflect.TypeOf(v)); name != "" {
+		return fmt.Errorf("unknown field %q (field names are case-sensitive)", name)
 	}
 	return nil
 }
