@@ -280,17 +280,17 @@ func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResul
 // Reason words of the protocol's errors (error.data.reason, docs/protocol.md),
 // beyond the ones of JSON-RPC's codes (jsonrpc.Reason*).
 const (
-	ReasonTagInUse       = "tag_in_use"
-	ReasonNoSuchTag      = "no_such_tag"
-	ReasonExecNotFound   = "exec_not_found"
-	ReasonSpawnFailed    = "spawn_failed"
-	ReasonShuttingDown   = "shutting_down"
-	ReasonNotCaptured    = "not_captured"
-	ReasonStdinClosed    = "stdin_closed"
-	ReasonStdinNotPiped  = "stdin_not_piped"
-	ReasonNotReadyTime   = "timeout"
-	ReasonNotReadyExited = "exited"
-	ReasonNotReadyStop   = "stopped"
+	ReasonTagInUse        = "tag_in_use"
+	ReasonNoSuchTag       = "no_such_tag"
+	ReasonExecNotFound    = "exec_not_found"
+	ReasonSpawnFailed     = "spawn_failed"
+	ReasonShuttingDown    = "shutting_down"
+	ReasonNotCaptured     = "not_captured"
+	ReasonStdinClosed     = "stdin_closed"
+	ReasonStdinNotPiped   = "stdin_not_piped"
+	ReasonNotReadyTimeout = "timeout"
+	ReasonNotReadyExited  = "exited"
+	ReasonNotReadyStopped = "stopped"
 )
 
 // notReadyData is -32005's data beyond the reason: the tag, and from a
@@ -330,11 +330,11 @@ func notReadyData(nre *manager.NotReadyError, tag string) any {
 func notReadyReason(nre *manager.NotReadyError) string {
 	switch {
 	case nre.Stopped:
-		return ReasonNotReadyStop
+		return ReasonNotReadyStopped
 	case nre.Exited:
 		return ReasonNotReadyExited
 	}
-	return ReasonNotReadyTime
+	return ReasonNotReadyTimeout
 }
 
 // toRPCError maps the manager's sentinel errors onto the protocol's codes
