@@ -123,3 +123,9 @@ func BenchmarkSplitMethod(b *testing.B) { serveAll(b, frames(b.N, runningNotif))
 
 // + the reply: the whole call, in process.
 func BenchmarkSplitReply(b *testing.B) { serveAll(b, frames(b.N, runningCall)) }
+
+const listCall = `{"jsonrpc":"2.0","id":8,"method":"list"}`
+
+// `list` with no tools, the whole call in process: beside SplitReply, what
+// the way a call is served (on the reading goroutine or one of its own) costs.
+func BenchmarkSplitList(b *testing.B) { serveAll(b, frames(b.N, listCall)) }
