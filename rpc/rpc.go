@@ -63,7 +63,7 @@ func Register(srv *jsonrpc.Server, m *manager.Manager, opts Options) {
 	jsonrpc.HandleInline(srv, "running", s.running)
 	jsonrpc.HandleInline(srv, "is_alive", s.isAlive)
 	jsonrpc.HandleInline(srv, "fetch", s.fetch)
-	jsonrpc.Handle(srv, "list", s.list) // not inline: with stats it reads /proc
+	jsonrpc.Handle(srv, "list", s.list) // inline unless with stats (listParams.IsLookup)
 	jsonrpc.Handle(srv, "stats", s.stats)
 	jsonrpc.Handle(srv, "create", s.create)
 	jsonrpc.Handle(srv, "stop", s.stop)

@@ -57,6 +57,10 @@ type listParams struct {
 	Stats bool `json:"stats"`
 }
 
+// IsLookup: a plain list answers from memory, on the reading goroutine like
+// the other lookups; with stats it reads /proc (jsonrpc.Lookup).
+func (p listParams) IsLookup() bool { return !p.Stats }
+
 // processInfoStats is a ProcessInfo with its tool's stats, as `list`
 // {stats: true} returns it.
 type processInfoStats struct {

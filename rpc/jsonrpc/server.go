@@ -35,10 +35,19 @@ type LongWaiter interface {
 	WaitsLong() bool
 }
 
+// Lookup is implemented by the params of a method registered with Handle
+// that, for some params, answers at once from memory: when IsLookup reports
+// true, the call is served on the reading goroutine, in order, as a
+// HandleInline method is.
+type Lookup interface {
+	IsLookup() bool
+}
+
 // prepared is a call whose params are decoded, ready to run.
 type prepared struct {
-	run   func(context.Context) (any, error)
-	waits bool
+	run    func(context.Context) (any, error)
+	waits  bool
+	inline bool // a Lookup that says so
 }
 
 type method struct {
@@ -102,7 +111,8 @@ func NewServer(log *slog.Logger, budget int) *Server {
 // another letter case or a wrong type is a -32602 naming the field; absent
 // or null params decode as {}. f's result is encoded as the reply; an *Error
 // it returns is sent as is, any other error as -32603. If P implements
-// LongWaiter, the call counts against MaxWaitingCalls when it says so.
+// LongWaiter, the call counts against MaxWaitingCalls when it says so; if
+// it implements Lookup, the call is served inline when it says so.
 func Handle[P, R any](s *Server, name string, f func(context.Context, P) (R, error)) {
 	s.methods[name] = method{prepare: typed(f)}
 }
@@ -122,6 +132,9 @@ func typed[P, R any](f func(context.Context, P) (R, error)) func(json.RawMessage
 		c := prepared{run: func(ctx context.Context) (any, error) { return f(ctx, p) }}
 		if lw, ok := any(p).(LongWaiter); ok {
 			c.waits = lw.WaitsLong()
+		}
+		if lk, ok := any(p).(Lookup); ok {
+			c.inline = lk.IsLookup()
 		}
 		return c, nil
 	}
@@ -202,7 +215,7 @@ func (h handler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Re
 		s.reply(conn, req, nil, perr)
 		return
 	}
-	if m.inline {
+	if m.inline || c.inline {
 		s.serve(h.ctx, conn, req, c)
 		return
 	}

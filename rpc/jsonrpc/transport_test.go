@@ -34,6 +34,12 @@ type waitParams struct {
 
 func (waitParams) WaitsLong() bool { return true }
 
+type maybeParams struct {
+	Lookup bool `json:"lookup"`
+}
+
+func (p maybeParams) IsLookup() bool { return p.Lookup }
+
 type nested struct {
 	Inner struct {
 		Name string `json:"name"`
@@ -64,6 +70,9 @@ func newHarness(t *testing.T, c StreamConfig) *harness {
 	HandleInline(h.srv, "nested", func(_ context.Context, p nested) (string, error) { return p.Inner.Name, nil })
 	HandleInline(h.srv, "nan", func(context.Context, struct{}) (float64, error) { return math.NaN(), nil })
 	Handle(h.srv, "control", func(context.Context, struct{}) (string, error) { return "done", nil })
+	// Says how many calls were in progress off the reading goroutine: 0 when
+	// it runs on it.
+	Handle(h.srv, "maybe", func(context.Context, maybeParams) (int64, error) { return h.srv.inflight.Load(), nil })
 	Handle(h.srv, "block", func(ctx context.Context, _ waitParams) (string, error) {
 		select {
 		case <-h.block:
@@ -541,4 +550,12 @@ func TestUnencodableResultIsAnInternalError(t *testing.T) {
 	h.wantError(t, CodeInternalError, "1", "encoding the result")
 	h.send(t, `{"jsonrpc":"2.0","id":2,"method":"lookup","params":{"text":"ok"}}`+"\n")
 	h.wantResult(t, "2", "ok")
+}
+
+func TestLookupParamsAreServedOnTheReadingGoroutineWhenTheySaySo(t *testing.T) {
+	h := newHarness(t, StreamConfig{})
+	h.send(t, `{"jsonrpc":"2.0","id":1,"method":"maybe","params":{"lookup":true}}`+"\n")
+	h.wantResult(t, "1", "0")
+	h.send(t, `{"jsonrpc":"2.0","id":2,"method":"maybe","params":{"lookup":false}}`+"\n")
+	h.wantResult(t, "2", "1")
 }
