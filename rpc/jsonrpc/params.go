@@ -66,13 +66,14 @@ func unknownField(err error) string {
 // then each member is decoded alone to find it.
 func paramsError(err error, raw []byte, v any) *Error {
 	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &te) && te.Field != "":
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return Errorf(CodeInvalidParams, "invalid params: params must be a JSON object")
+		}
 		return Errorf(CodeInvalidParams, "invalid params: field %q must be %s, not %s", te.Field, JSONKind(te.Type.Kind()), te.Value)
-	case errors.As(err, &te):
-		return Errorf(CodeInvalidParams, "invalid params: params must be a JSON object")
-	case unknownField(err) != "":
-		return Errorf(CodeInvalidParams, "invalid params: unknown field %s", unknownField(err))
+	}
+	if name := unknownField(err); name != "" {
+		return Errorf(CodeInvalidParams, "invalid params: unknown field %s", name)
 	}
 	if field, ferr := failingField(raw, v); field != "" {
 		return Errorf(CodeInvalidParams, "invalid params: field %q: %v", field, ferr)
