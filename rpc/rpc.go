@@ -264,6 +264,16 @@ type shutdownParams struct {
 
 type shutdownResult struct {
 	Stopped int `json:"stopped"`
+	// onReplied is Options.OnShutdown, run once the reply is handed to the
+	// stream (jsonrpc.AfterReplier), so the caller has the answer before
+	// the sidecar exits.
+	onReplied func()
+}
+
+func (r shutdownResult) AfterReply() {
+	if r.onReplied != nil {
+		r.onReplied()
+	}
 }
 
 func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResult, error) {
@@ -273,8 +283,7 @@ func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResul
 	}
 	// The caller's connection may end mid-shutdown; the shutdown must not.
 	n := s.m.Shutdown(context.WithoutCancel(ctx), grace)
-	jsonrpc.AfterReply(ctx, s.opts.OnShutdown)
-	return shutdownResult{Stopped: n}, nil
+	return shutdownResult{Stopped: n, onReplied: s.opts.OnShutdown}, nil
 }
 
 // Reason words of the protocol's errors (error.data.reason, docs/protocol.md),

@@ -175,16 +175,13 @@ func (l slogLogger) Printf(format string, v ...any) {
 	l.log.Warn(fmt.Sprintf(format, v...), "from", "jsonrpc2")
 }
 
-type afterReplyKey struct{}
-
-// AfterReply arranges for f to run once the reply to the call that ctx
-// belongs to has been handed to the stream (it is written unless the peer
-// stopped reading; Drain waits for that). The `shutdown` method uses it to
-// exit only after its caller has the answer.
-func AfterReply(ctx context.Context, f func()) {
-	if hooks, ok := ctx.Value(afterReplyKey{}).(*[]func()); ok {
-		*hooks = append(*hooks, f)
-	}
+// AfterReplier is implemented by a method's result that has something to
+// do once the reply carrying it has been handed to the stream (it is written
+// unless the peer stopped reading; Drain waits for that). The `shutdown`
+// method's result uses it to exit only after its caller has the answer. It
+// runs for a notification too, which gets no reply.
+type AfterReplier interface {
+	AfterReply()
 }
 
 // handler is a plain (not async) jsonrpc2.Handler: jsonrpc2 calls it on its
@@ -262,15 +259,11 @@ func (s *Server) prepare(m method, name string, raw json.RawMessage) (c prepared
 
 // serve runs one call and replies to it unless it is a notification.
 func (s *Server) serve(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request, c prepared) {
-	var hooks []func()
-	defer func() {
-		for _, f := range hooks {
-			f()
-		}
-	}()
-	ctx = context.WithValue(ctx, afterReplyKey{}, &hooks)
 	result, err := s.call(ctx, req.Method, c)
 	s.reply(conn, req, result, err)
+	if a, ok := result.(AfterReplier); ok {
+		a.AfterReply()
+	}
 }
 
 // call runs one method, turning a panic into -32603 so that no handler can
