@@ -38,7 +38,8 @@ type Options struct {
 	// Environ is the environment a tool inherits when inherit_env is true
 	// (os.Environ if nil).
 	Environ func() []string
-	// OnShutdown runs once the reply to `shutdown` has been written.
+	// OnShutdown runs once the reply to `shutdown` has been handed to the
+	// stream (written unless the host stopped reading; see jsonrpc.Server.Drain).
 	OnShutdown func()
 }
 
