@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,17 +20,14 @@ import (
 	"syscall"
 	"time"
 
-	"procmgr/api"
 	"procmgr/manager"
 	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 
 	"golang.org/x/sys/unix"
 )
 
 var version = "0.1.0" // overridden with -ldflags "-X main.version=..."
-
-// maxStopTimeout bounds --stop-timeout as the protocol bounds every duration.
-const maxStopTimeout = 24 * time.Hour
 
 type config struct {
 	parentPid   int
@@ -107,10 +103,12 @@ func run() int {
 	if c.maxMessage < 1024 {
 		return fail(fmt.Errorf("--max-message %d is below 1024 bytes", c.maxMessage))
 	}
-	if c.stopTimeout < 0 || math.IsNaN(c.stopTimeout) || c.stopTimeout > maxStopTimeout.Seconds() {
-		return fail(fmt.Errorf("--stop-timeout %v is not a number of seconds in range 0..%v", c.stopTimeout, maxStopTimeout.Seconds()))
+	// Checked as the protocol checks every duration; 0: SIGKILL right after
+	// the stop signal.
+	stopTimeout, err := rpc.Seconds(c.stopTimeout)
+	if err != nil {
+		return fail(fmt.Errorf("--stop-timeout: %w", err))
 	}
-	stopTimeout := time.Duration(c.stopTimeout * float64(time.Second)) // 0: SIGKILL right after the stop signal
 	hostOut, err := inheritedFile(c.stdoutFd, "stdout")
 	if err != nil {
 		return fail(err)
@@ -140,7 +138,7 @@ func run() int {
 		defer manager.RemoveTempDir(c.tempDir, session)
 	}
 
-	srv := rpc.NewServer(log, rpc.DefaultBudget)
+	srv := jsonrpc.NewServer(log, jsonrpc.DefaultBudget)
 	mgr, err := manager.New(manager.Config{
 		Session:       session,
 		StopTimeout:   &stopTimeout,
@@ -148,7 +146,7 @@ func run() int {
 		InheritStderr: hostErr,
 		// One event's notifications are queued, or dropped, together.
 		OnEvent: func(ev manager.Event) {
-			srv.NotifyGroup(func(notify func(string, any)) { api.Notify(notify, ev) })
+			srv.NotifyGroup(func(notify func(string, any)) { rpc.Notify(notify, ev) })
 		},
 		Logger:  log,
 		Cgroups: !c.noCgroup,
@@ -164,7 +162,7 @@ func run() int {
 	go manager.SweepLitter(session, litterRoot, log)
 	shutdownReplied := make(chan struct{})
 	var replied sync.Once // two shutdown calls may both reply
-	api.Register(srv, mgr, api.Options{
+	rpc.Register(srv, mgr, rpc.Options{
 		Version:    version,
 		Features:   features(mgr),
 		OnShutdown: func() { replied.Do(func() { close(shutdownReplied) }) },
@@ -173,8 +171,8 @@ func run() int {
 	})
 	// stdout stays open when the input ends: replies to calls in progress
 	// and the last notifications still go out (see Drain below).
-	stream, err := rpc.NewStream(os.Stdin, os.Stdout, rpc.StreamConfig{
-		Framing: rpc.Framing(c.framing), MaxMessage: c.maxMessage, Budget: rpc.DefaultBudget, Log: log})
+	stream, err := jsonrpc.NewStream(os.Stdin, os.Stdout, jsonrpc.StreamConfig{
+		Framing: jsonrpc.Framing(c.framing), MaxMessage: c.maxMessage, Budget: jsonrpc.DefaultBudget, Log: log})
 	if err != nil {
 		return fail(err)
 	}

@@ -3,7 +3,7 @@
 // single monitor, stops whole trees (escaped descendants included) and tears
 // everything down when the session ends.
 //
-// It knows nothing of JSON or of the transport that drives it; package api maps
+// It knows nothing of JSON or of the transport that drives it; package rpc maps
 // the wire protocol onto it.
 //
 // Guarantees, and how they are kept:

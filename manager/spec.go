@@ -66,6 +66,19 @@ type Readiness struct {
 // defaultReadyTimeout bounds a readiness wait that names no timeout.
 const defaultReadyTimeout = 10 * time.Second
 
+// Defaults for what a caller leaves unsaid where the zero value means
+// something of its own (0 restarts, 0 backups), so the manager cannot apply
+// them itself: the caller maps "absent" onto them.
+const (
+	// DefaultMaxRestarts is RestartPolicy.MaxRestarts when none is named.
+	DefaultMaxRestarts = 5
+	// DefaultFileBackups is Capture.FileBackups when none is named.
+	DefaultFileBackups = 3
+	// DefaultReadBytes is the size a read of output asks for when its caller
+	// names none (ReadOutput itself reads up to MaxReadOutput for max 0).
+	DefaultReadBytes = 1 << 20
+)
+
 // RestartWhen says which exits of the main process are followed by a restart.
 type RestartWhen int
 

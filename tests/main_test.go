@@ -3,7 +3,7 @@
 // operating system shows (/proc, kill(pid, 0)), never only on the sidecar's
 // own answers.
 //
-// Conventions (see helpers_test.go):
+// Conventions (sidecar_test.go starts sidecars, proc_test.go reads /proc):
 //   - Every process this run starts carries PROCMGR_E2E_RUN=<run id> in its
 //     environment, and each sidecar (so each of its tools, unless created with
 //     inherit_env false) a PROCMGR_E2E_SIDECAR=<id> of its own. Cleanup and the
@@ -35,7 +35,7 @@ import (
 const (
 	envRun     = "PROCMGR_E2E_RUN"     // marks every process of this test run
 	envSidecar = "PROCMGR_E2E_SIDECAR" // marks one sidecar and its tools
-	envHost    = "PROCMGR_E2E_HOST"    // re-exec the test binary as a host (see host_test.go)
+	envHost    = "PROCMGR_E2E_HOST"    // re-exec the test binary as a host (see hostMain in containment_test.go)
 	envBin     = "PROCMGR_BIN"         // use this sidecar binary instead of building one
 )
 

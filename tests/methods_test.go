@@ -680,6 +680,7 @@ func invalidParamsCases() []invalidParamsCase {
 		{"create", `{"tag":"n17","argv":["/bin/true"],"stop_signal":0}`, "stop_signal", false},
 		{"create", `{"tag":"n18","argv":["/bin/true"],"stdout":{"append":true}}`, "", false},
 		{"create", `{"tag":"n19","argv":["/bin/true"],"stdout":{"file":"/tmp/x","zork":1}}`, "zork", true},
+		{"create", `{"tag":"n20","argv":["/bin/true"],"stdout":{"FILE":"/tmp/x"}}`, "FILE", true},
 		{"wait", `{"tag":"exists","timeout":-1}`, "timeout", false},
 		{"stop", `{"tag":"exists","timeout":-0.5}`, "timeout", false},
 		{"running", `{"tag":7}`, "tag", false},

@@ -30,7 +30,7 @@ func (sc *sidecar) createRaw(ctx context.Context, params map[string]any) (client
 // notReadyData is -32005's error.data.
 type notReadyData struct {
 	Tag        string  `json:"tag"`
-	Reason     string  `json:"reason"`
+	Reason     string  `json:"reason"` // "timeout", "exited" or "stopped"
 	Stopped    bool    `json:"stopped"`
 	OutputTail *string `json:"output_tail"`
 	ExitStatus *struct {

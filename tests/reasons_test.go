@@ -2,10 +2,13 @@ package tests
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	client "procmgr/clients/go"
 )
 
 // TestEveryErrorNamesItsReason: each kind of error reply carries its stable
@@ -87,4 +90,21 @@ func TestEveryErrorNamesItsReason(t *testing.T) {
 	}
 	ok("stop of a tag whose create waits", call("stop", map[string]any{"tag": "w"}))
 	want("stop during the readiness wait", r.until(waiting), -32005, "stopped", "w")
+}
+
+// TestGoClientReadsTheReason: the Go client hands clients the reason word
+// (RPCError.Reason), and its constants are the sidecar's words.
+func TestGoClientReadsTheReason(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t)
+	_, err := sc.Stop(ctxT(t), client.StopParams{Tag: "nobody"})
+	var re *client.RPCError
+	if !errors.As(err, &re) || re.Code != client.CodeNoSuchTag || re.Reason() != client.ReasonNoSuchTag {
+		t.Errorf("stop of an unknown tag: %v; want %d with reason %q", err, client.CodeNoSuchTag, client.ReasonNoSuchTag)
+	}
+	_, err = sc.Create(ctxT(t), client.CreateParams{Tag: "late", Argv: []string{"/bin/sleep", "1000"},
+		Ready: map[string]any{"path": filepath.Join(t.TempDir(), "never"), "timeout": 0}})
+	if !errors.As(err, &re) || re.Code != client.CodeNotReady || re.Reason() != client.ReasonNotReadyTimeout {
+		t.Errorf("create never ready: %v; want %d with reason %q", err, client.CodeNotReady, client.ReasonNotReadyTimeout)
+	}
 }

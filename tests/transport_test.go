@@ -17,7 +17,7 @@ import (
 )
 
 // End-to-end checks of the findings of the adversarial probe of the
-// transport (issue 9). rpc/transport_test.go covers each one in process.
+// transport (issue 9). rpc/jsonrpc/transport_test.go covers each one in process.
 
 // Whatever the host does with stdout, closing stdin ends the session: here
 // the host sends thousands of calls, never reads a reply, and closes stdin.

@@ -17,9 +17,9 @@ import (
 	"syscall"
 	"testing"
 
-	"procmgr/api"
 	"procmgr/manager"
 	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -307,14 +307,14 @@ func (p *pipeServer) roundTrip(b *testing.B, req []byte) []byte {
 	return line
 }
 
-// startRPC serves the real protocol (rpc + api + manager) on a pair of pipes.
+// startRPC serves the real protocol (rpc, rpc/jsonrpc, manager) on a pair of pipes.
 func startRPC(b *testing.B) *pipeServer {
 	inR, inW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
 	m := newManager(b)
-	srv := rpc.NewServer(quiet, 0)
-	api.Register(srv, m, api.Options{Version: "micro"})
-	stream, err := rpc.NewStream(inR, outW, rpc.StreamConfig{Framing: rpc.FramingLine, MaxMessage: 16 << 20, Log: quiet})
+	srv := jsonrpc.NewServer(quiet, 0)
+	rpc.Register(srv, m, rpc.Options{Version: "micro"})
+	stream, err := jsonrpc.NewStream(inR, outW, jsonrpc.StreamConfig{Framing: jsonrpc.FramingLine, MaxMessage: 16 << 20, Log: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}

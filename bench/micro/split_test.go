@@ -11,8 +11,8 @@ import (
 
 	"github.com/sourcegraph/jsonrpc2"
 
-	"procmgr/api"
 	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 // --- where one call's time goes, in process -----------------------------------
@@ -21,11 +21,11 @@ import (
 // one before, from an in-memory input to io.Discard (no pipes, no peer), so
 // that the differences split one call's cost:
 //
-//	stream    = SplitStream                  framing and validation (rpc.Stream)
+//	stream    = SplitStream                  framing and validation (jsonrpc.Stream)
 //	jsonrpc2  = SplitJSONRPC2                jsonrpc2's Conn decoding a request, its read loop
-//	dispatch  = SplitDispatch - stream - jsonrpc2   rpc's Handler reaching a method
+//	dispatch  = SplitDispatch - stream - jsonrpc2   jsonrpc's Handler reaching a method
 //	params    = SplitParams - SplitDispatch  strict decoding of {"tag": ...}
-//	method    = SplitMethod - SplitParams    the `running` lookup itself (api, manager)
+//	method    = SplitMethod - SplitParams    the `running` lookup itself (rpc, manager)
 //	reply     = SplitReply - SplitMethod     Conn.Reply: encoding, the outbox, the write
 //
 // Requests without an id (notifications) are served but not answered, which
@@ -45,7 +45,7 @@ const (
 // The stream alone: frames read and validated, decoded into a RawMessage.
 func BenchmarkSplitStream(b *testing.B) {
 	in := frames(b.N, runningCall)
-	s, err := rpc.NewStream(bytes.NewReader(in), io.Discard, rpc.StreamConfig{MaxMessage: 16 << 20, Log: quiet})
+	s, err := jsonrpc.NewStream(bytes.NewReader(in), io.Discard, jsonrpc.StreamConfig{MaxMessage: 16 << 20, Log: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -89,19 +89,19 @@ func BenchmarkSplitJSONRPC2(b *testing.B) {
 	<-rs.done
 }
 
-// serveAll serves in through a Server with api's methods and two of its own,
+// serveAll serves in through a Server with rpc's methods and two of its own,
 // and returns once every request was handled and every reply written.
 func serveAll(b *testing.B, in []byte) {
 	b.Helper()
-	srv := rpc.NewServer(quiet, 0)
-	rpc.HandleInline(srv, "nop", func(context.Context, struct{}) (any, error) { return nil, nil })
-	rpc.HandleInline(srv, "tagged", func(_ context.Context, p struct {
+	srv := jsonrpc.NewServer(quiet, 0)
+	jsonrpc.HandleInline(srv, "nop", func(context.Context, struct{}) (any, error) { return nil, nil })
+	jsonrpc.HandleInline(srv, "tagged", func(_ context.Context, p struct {
 		Tag *string `json:"tag"`
 	}) (any, error) {
 		return nil, nil
 	})
-	api.Register(srv, newManager(b), api.Options{Version: "micro"})
-	s, err := rpc.NewStream(bytes.NewReader(in), io.Discard, rpc.StreamConfig{MaxMessage: 16 << 20, Log: quiet})
+	rpc.Register(srv, newManager(b), rpc.Options{Version: "micro"})
+	s, err := jsonrpc.NewStream(bytes.NewReader(in), io.Discard, jsonrpc.StreamConfig{MaxMessage: 16 << 20, Log: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -123,3 +123,9 @@ func BenchmarkSplitMethod(b *testing.B) { serveAll(b, frames(b.N, runningNotif))
 
 // + the reply: the whole call, in process.
 func BenchmarkSplitReply(b *testing.B) { serveAll(b, frames(b.N, runningCall)) }
+
+const listCall = `{"jsonrpc":"2.0","id":8,"method":"list"}`
+
+// `list` with no tools, the whole call in process: beside SplitReply, what
+// the way a call is served (on the reading goroutine or one of its own) costs.
+func BenchmarkSplitList(b *testing.B) { serveAll(b, frames(b.N, listCall)) }

@@ -65,11 +65,22 @@ type Notification struct {
 	Params json.RawMessage
 }
 
-// RPCError is a JSON-RPC error reply.
+// RPCError is a JSON-RPC error reply. Branch on Code and Reason, never on
+// Message, which is written for people and may change.
 type RPCError struct {
 	Code    int             `json:"code"`
 	Message string          `json:"message"`
 	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// Reason is error.data.reason: one stable snake_case word per case (the
+// Reason* constants), or "" when the data carries none.
+func (e *RPCError) Reason() string {
+	var d struct {
+		Reason string `json:"reason"`
+	}
+	json.Unmarshal(e.Data, &d) // data that is no object has no reason
+	return d.Reason
 }
 
 func (e *RPCError) Error() string {
@@ -79,18 +90,41 @@ func (e *RPCError) Error() string {
 	return fmt.Sprintf("procmgr: rpc error %d: %s", e.Code, e.Message)
 }
 
-// Error codes of the procmgr protocol.
+// Error codes of the procmgr protocol (docs/protocol.md, "Errors").
 const (
 	CodeParseError     = -32700
 	CodeInvalidRequest = -32600
 	CodeMethodNotFound = -32601
 	CodeInvalidParams  = -32602
 	CodeInternalError  = -32603
+	CodeServerBusy     = -32000 // the call was not run: too many in progress; retry
 	CodeTagInUse       = -32001
 	CodeNoSuchTag      = -32002
 	CodeSpawnFailed    = -32003
 	CodeShuttingDown   = -32004
-	CodeNotReady       = -32005
+	CodeNotReady       = -32005 // the tool was stopped and the tag is free
+)
+
+// Reasons of the protocol's errors (RPCError.Reason). Each code has one,
+// except -32602, -32003 and -32005, which tell their cases apart.
+const (
+	ReasonParseError      = "parse_error"      // -32700
+	ReasonInvalidRequest  = "invalid_request"  // -32600
+	ReasonMethodNotFound  = "method_not_found" // -32601
+	ReasonInvalidParams   = "invalid_params"   // -32602, any case below aside
+	ReasonNotCaptured     = "not_captured"     // -32602: read_output of a stream that is not captured
+	ReasonStdinClosed     = "stdin_closed"     // -32602: write_stdin after stdin was closed with eof
+	ReasonStdinNotPiped   = "stdin_not_piped"  // -32602: write_stdin to a tool created with stdin "null"
+	ReasonInternalError   = "internal_error"   // -32603
+	ReasonServerBusy      = "server_busy"      // -32000
+	ReasonTagInUse        = "tag_in_use"       // -32001
+	ReasonNoSuchTag       = "no_such_tag"      // -32002
+	ReasonExecNotFound    = "exec_not_found"   // -32003: argv[0] is no executable file (missing, not in PATH)
+	ReasonSpawnFailed     = "spawn_failed"     // -32003: any other spawn failure (bad cwd, not executable...)
+	ReasonShuttingDown    = "shutting_down"    // -32004
+	ReasonNotReadyTimeout = "timeout"          // -32005: readiness did not hold in time
+	ReasonNotReadyExited  = "exited"           // -32005: the tool exited before it was ready
+	ReasonNotReadyStopped = "stopped"          // -32005: a stop of the tag ended the wait
 )
 
 // Client is a running sidecar and the connection to it. All methods are safe
@@ -99,6 +133,10 @@ type Client struct {
 	cmd    *exec.Cmd
 	conn   *jsonrpc2.Conn
 	stream *lineStream
+	// sending is held while a request is handed to the Conn, which writes
+	// it before returning; waiting for it can be given up (jsonrpc2's own
+	// lock cannot), so a request whose ctx ends first is never written.
+	sending chan struct{}
 
 	dropped atomic.Int64
 	notes   chan Notification
@@ -160,10 +198,11 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		n = DefaultNotificationBuffer
 	}
 	c := &Client{
-		cmd:    cmd,
-		stream: &lineStream{in: bufio.NewReaderSize(outR, 64<<10), out: inW, rc: outR},
-		notes:  make(chan Notification, n),
-		exited: make(chan struct{}),
+		cmd:     cmd,
+		stream:  &lineStream{in: bufio.NewReaderSize(outR, 64<<10), out: inW, rc: outR},
+		notes:   make(chan Notification, n),
+		exited:  make(chan struct{}),
+		sending: make(chan struct{}, 1),
 	}
 	c.conn = jsonrpc2.NewConn(context.Background(), c.stream, jsonrpc2.HandlerWithError(c.handle),
 		jsonrpc2.SetLogger(discardLogger{}),
@@ -321,7 +360,8 @@ func truncate(b []byte) string {
 
 // Call sends a request and waits for its reply, ctx, or the sidecar's end.
 // params nil is sent as {}. If result is non-nil the reply's result is decoded
-// into it. An error reply is returned as *RPCError.
+// into it. An error reply is returned as *RPCError. A call whose ctx ends
+// while it waits for its turn to be written is not sent.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -330,7 +370,28 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 		params = struct{}{}
 	}
 	var raw json.RawMessage
-	err := c.conn.Call(ctx, method, params, &raw)
+	w, err := c.send(ctx, method, params)
+	if err == nil {
+		err = w.Wait(ctx, &raw)
+	}
+	return c.finish(ctx, method, err, raw, result)
+}
+
+// send writes a request, once no other is being written; it gives up, with
+// nothing written, when ctx ends first.
+func (c *Client) send(ctx context.Context, method string, params any) (jsonrpc2.Waiter, error) {
+	select {
+	case c.sending <- struct{}{}:
+	case <-ctx.Done():
+		return jsonrpc2.Waiter{}, ctx.Err()
+	}
+	defer func() { <-c.sending }()
+	return c.conn.DispatchCall(ctx, method, params)
+}
+
+// finish turns the outcome of a call into Call's error, and decodes raw
+// into result.
+func (c *Client) finish(ctx context.Context, method string, err error, raw json.RawMessage, result any) error {
 	var je *jsonrpc2.Error
 	switch {
 	case errors.Is(err, jsonrpc2.ErrClosed):

@@ -7,7 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -17,7 +21,10 @@ import (
 // its params, "fail" with an error, "notify" with N notifications and then a
 // reply, "slow" after 300 ms, "exit" by exiting without a reply, and writes
 // replies to concurrent requests in reverse order of arrival for "pair". It
-// notifies "received" when a "slow" request arrives.
+// notifies "received" when a "slow" or "create" request arrives. "stall"
+// replies, then stops reading until SIGUSR1; "create" is answered (-32005,
+// reason "stopped") when a "stop" arrives; "methods" returns the methods
+// received so far, in order.
 func TestMain(m *testing.M) {
 	if os.Getenv("FAKE_PROCMGR") == "1" {
 		fakeSidecar()
@@ -28,6 +35,11 @@ func TestMain(m *testing.M) {
 
 func fakeSidecar() {
 	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 64<<10), 16<<20)
+	resume := make(chan os.Signal, 1)
+	signal.Notify(resume, syscall.SIGUSR1)
+	var received []string
+	var create any // the id of a create waiting for its stop
 	var wmu sync.Mutex
 	write := func(v any) {
 		b, _ := json.Marshal(v)
@@ -42,7 +54,26 @@ func fakeSidecar() {
 			continue
 		}
 		id := req["id"]
+		received = append(received, fmt.Sprint(req["method"]))
 		switch req["method"] {
+		case "stall":
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": nil})
+			<-resume
+		case "methods":
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": received})
+		case "create":
+			create = id
+			write(map[string]any{"jsonrpc": "2.0", "method": "received", "params": map[string]any{"method": "create"}})
+		case "stop":
+			if create != nil {
+				write(map[string]any{"jsonrpc": "2.0", "id": create, "error": map[string]any{
+					"code": -32005, "message": "not ready", "data": map[string]any{"reason": "stopped", "tag": "t"}}})
+				create = nil
+			}
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": map[string]any{"tag": "t"}})
+		case "failreason":
+			write(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
+				"code": -32002, "message": "no such tag", "data": map[string]any{"reason": "no_such_tag", "tag": "x"}}})
 		case "echo":
 			write(map[string]any{"jsonrpc": "2.0", "id": id, "result": req["params"]})
 		case "fail":
@@ -230,5 +261,90 @@ func TestNullIDRepliesAreStrayAndCallZeroStillMatches(t *testing.T) {
 	}
 	if n := c.StrayReplies(); n != 1 {
 		t.Fatalf("stray replies %d, want 1 (the id-null one)", n)
+	}
+}
+
+func TestRPCErrorReasonIsDataReason(t *testing.T) {
+	c := startFake(t, 0)
+	var re *RPCError
+	if err := c.Call(ctx(t), "failreason", nil, nil); !errors.As(err, &re) || re.Reason() != ReasonNoSuchTag {
+		t.Errorf("error %v: reason %q, want %q", err, re.Reason(), ReasonNoSuchTag)
+	}
+	for _, data := range []string{``, `{"tag":"x"}`, `[1]`, `"no_such_tag"`, `{"reason":5}`} {
+		if r := (&RPCError{Code: CodeNoSuchTag, Data: json.RawMessage(data)}).Reason(); r != "" {
+			t.Errorf("data %s: reason %q, want none", data, r)
+		}
+	}
+}
+
+// methodsSeen asks the fake which methods it received, in order.
+func methodsSeen(t *testing.T, c *Client) []string {
+	t.Helper()
+	var got []string
+	if err := c.Call(ctx(t), "methods", nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestAbandonedCreateThatWentOutIsStopped(t *testing.T) {
+	c := startFake(t, 0)
+	cctx, cancel := context.WithCancel(ctx(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Create(cctx, CreateParams{Tag: "t", Argv: []string{"x"}})
+		errc <- err
+	}()
+	for n := range c.Notifications() { // the fake has the create
+		if n.Method == "received" && strings.Contains(string(n.Params), "create") {
+			break
+		}
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Create = %v, want ctx's error", err)
+	}
+	if got, want := methodsSeen(t, c), []string{"create", "stop", "methods"}; !slices.Equal(got, want) {
+		t.Errorf("the sidecar received %q, want %q", got, want)
+	}
+}
+
+func TestAbandonedCreateNeverWrittenSendsNoStop(t *testing.T) {
+	c := startFake(t, 0)
+	if err := c.Call(ctx(t), "stall", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The fake no longer reads: a request larger than the pipe (64 KiB) holds the
+	// turn to write until it reads again, so the create waits behind it.
+	echoed := make(chan error, 1)
+	go func() {
+		echoed <- c.Call(ctx(t), "echo", map[string]string{"pad": strings.Repeat("x", 1<<20)}, nil)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); len(c.sending) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the echo never started to be written")
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx(t), 50*time.Millisecond)
+	defer cancel()
+	created := make(chan error, 1)
+	go func() {
+		_, err := c.Create(cctx, CreateParams{Tag: "t", Argv: []string{"x"}})
+		created <- err
+	}()
+	select {
+	case err := <-created:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Create = %v, want ctx's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Create did not return after its ctx ended, while its request was still unwritten")
+	}
+	syscall.Kill(c.Pid(), syscall.SIGUSR1)
+	if err := <-echoed; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := methodsSeen(t, c), []string{"stall", "echo", "methods"}; !slices.Equal(got, want) {
+		t.Errorf("the sidecar received %q, want %q: an unwritten create is neither sent nor stopped", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 )
 
@@ -36,7 +37,7 @@ type ProcessInfo struct {
 	Argv      []string   `json:"argv"`
 	Pid       int        `json:"pid"`
 	Pgid      int        `json:"pgid"`
-	State     string     `json:"state"` // "running", "stopping" or "exited"
+	State     string     `json:"state"` // "running", "stopping", "exited" or "fatal" (its restart policy gave up)
 	Alive     bool       `json:"alive"`
 	ExitCode  *int       `json:"exit_code"`
 	Signal    *string    `json:"signal"` // e.g. "SIGKILL"
@@ -136,9 +137,12 @@ func (c *Client) Hello(ctx context.Context) (HelloResult, error) {
 }
 
 // Create starts a tool and returns once it has been exec'd. When ctx ends
-// first, Create sends a stop for the tag (which also ends a readiness wait
-// at once) and waits for it, bounded by CancelStopTimeout, before it returns
-// ctx's error: an abandoned create leaves no tool holding the tag.
+// first, Create returns ctx's error, and an abandoned create leaves no tool
+// holding the tag: if the request was written, Create sends a stop for the
+// tag after it (which also ends a readiness wait at once) and waits for it,
+// bounded by CancelStopTimeout; if it was still waiting for its turn to be
+// written, it is not sent at all, and neither is a stop (which could reach
+// the sidecar before the create, and leave the tool running).
 func (c *Client) Create(ctx context.Context, p CreateParams) (ProcessInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return ProcessInfo{}, err // not sent: nothing to undo
@@ -147,10 +151,37 @@ func (c *Client) Create(ctx context.Context, p CreateParams) (ProcessInfo, error
 		info ProcessInfo
 		err  error
 	}
+	var (
+		mu        sync.Mutex
+		abandoned bool // ctx ended: the create must not be written from now on
+		writing   bool // the create is being written (or was)
+	)
+	written := make(chan bool, 1) // whether the write succeeded
 	done := make(chan result, 1)
 	go func() {
+		wctx := context.WithoutCancel(ctx) // once written, the answer is awaited
+		select {
+		case c.sending <- struct{}{}:
+		case <-ctx.Done():
+			return // never written
+		}
+		mu.Lock()
+		if abandoned {
+			mu.Unlock()
+			<-c.sending
+			return
+		}
+		writing = true
+		mu.Unlock()
+		w, err := c.conn.DispatchCall(wctx, "create", p)
+		<-c.sending
+		written <- err == nil
+		var raw json.RawMessage
+		if err == nil {
+			err = w.Wait(wctx, &raw)
+		}
 		var r ProcessInfo
-		err := c.Call(context.WithoutCancel(ctx), "create", p, &r)
+		err = c.finish(wctx, "create", err, raw, &r)
 		done <- result{r, err}
 	}()
 	select {
@@ -158,8 +189,23 @@ func (c *Client) Create(ctx context.Context, p CreateParams) (ProcessInfo, error
 		return res.info, res.err
 	case <-ctx.Done():
 	}
+	mu.Lock()
+	abandoned = true
+	wasWriting := writing
+	mu.Unlock()
+	if !wasWriting {
+		return ProcessInfo{}, ctx.Err() // never written: nothing to undo
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CancelStopTimeout)
 	defer cancel()
+	select {
+	case ok := <-written:
+		if !ok {
+			return ProcessInfo{}, ctx.Err() // the write failed: nothing to undo
+		}
+	case <-sctx.Done():
+		return ProcessInfo{}, ctx.Err()
+	}
 	c.Call(sctx, "stop", tagParams{p.Tag}, nil) // -32002 when it never started: fine
 	select {
 	case <-done: // the create's own answer, now that the stop ended it

@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"context"
@@ -56,6 +56,10 @@ type listParams struct {
 	// Stats adds each tool's stats, sampled in one pass.
 	Stats bool `json:"stats"`
 }
+
+// IsLookup: a plain list answers from memory, on the reading goroutine like
+// the other lookups; with stats it reads /proc (jsonrpc.Lookup).
+func (p listParams) IsLookup() bool { return !p.Stats }
 
 // processInfoStats is a ProcessInfo with its tool's stats, as `list`
 // {stats: true} returns it.

@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 func strp(s string) *string { return &s }
@@ -31,8 +31,8 @@ func TestBuildEnvMergesOverridesInOrderAndNullRemoves(t *testing.T) {
 func TestBuildEnvRefusesBadNames(t *testing.T) {
 	for _, name := range []string{"", "A=B", "A\x00"} {
 		_, err := buildEnv(false, nil, map[string]*string{name: strp("v")})
-		var re *rpc.Error
-		if !errors.As(err, &re) || re.Code != rpc.CodeInvalidParams {
+		var re *jsonrpc.Error
+		if !errors.As(err, &re) || re.Code != jsonrpc.CodeInvalidParams {
 			t.Errorf("name %q: err %v, want invalid params", name, err)
 		}
 	}
@@ -67,10 +67,10 @@ func TestOutputDecodesEveryFormAndRefusesTheRest(t *testing.T) {
 		`"discard"`:                        {Kind: manager.Discard},
 		`"inherit"`:                        {Kind: manager.Inherit},
 		`"stdout"`:                         {Kind: manager.ToStdout},
-		`"capture"`:                        {Kind: manager.Captured, Capture: manager.Capture{FileBackups: 3}},
+		`"capture"`:                        {Kind: manager.Captured, Capture: manager.Capture{FileBackups: manager.DefaultFileBackups}},
 		` {"file":"x.log","append":true} `: {Kind: manager.File, Path: "x.log", Append: true},
 		`{"capture":{"size":10,"file":"c","file_max_bytes":5}}`: {Kind: manager.Captured,
-			Capture: manager.Capture{Size: 10, File: "c", FileMaxBytes: 5, FileBackups: 3}},
+			Capture: manager.Capture{Size: 10, File: "c", FileMaxBytes: 5, FileBackups: manager.DefaultFileBackups}},
 		`{"capture":{"file_backups":0}}`: {Kind: manager.Captured, Capture: manager.Capture{FileBackups: 0}},
 	}
 	for in, want := range good {

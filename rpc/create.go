@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 type createParams struct {
@@ -29,7 +29,7 @@ type createParams struct {
 	PidFile     string             `json:"pid_file"` // with daemon: where the daemon writes its pid
 }
 
-// WaitsLong: a create with readiness waits for it (rpc.LongWaiter).
+// WaitsLong: a create with readiness waits for it (jsonrpc.LongWaiter).
 func (p createParams) WaitsLong() bool { return p.Ready != nil }
 
 type readyParams struct {
@@ -49,15 +49,12 @@ type restartParams struct {
 	} `json:"backoff"`
 }
 
-// defaultMaxRestarts applies when a restart policy names no max_restarts.
-const defaultMaxRestarts = 5
-
 func (p *readyParams) toSpec() (*manager.Readiness, error) {
 	r := &manager.Readiness{Path: p.Path, TCP: p.TCP}
 	if p.Output != nil {
 		re, err := regexp.Compile(*p.Output)
 		if err != nil {
-			return nil, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: ready.output: %v", err)
+			return nil, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: ready.output: %v", err)
 		}
 		r.Output = re
 	}
@@ -77,12 +74,12 @@ func (p *restartParams) toSpec() (manager.RestartPolicy, error) {
 	case "always":
 		r.When = manager.RestartAlways
 	default:
-		return r, rpc.Errorf(rpc.CodeInvalidParams, `invalid params: restart.policy must be "never", "on-failure" or "always", not %q`, p.Policy)
+		return r, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, `invalid params: restart.policy must be "never", "on-failure" or "always", not %q`, p.Policy)
 	}
-	r.MaxRestarts = defaultMaxRestarts
+	r.MaxRestarts = manager.DefaultMaxRestarts
 	if p.MaxRestarts != nil {
 		if *p.MaxRestarts < 0 {
-			return r, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: restart.max_restarts must not be negative")
+			return r, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: restart.max_restarts must not be negative")
 		}
 		r.MaxRestarts = *p.MaxRestarts
 	}
@@ -123,11 +120,11 @@ func (p *createParams) toSpec(environ func() []string) (manager.Spec, error) {
 		return manager.Spec{}, err
 	}
 	if len(p.Argv) == 0 {
-		return manager.Spec{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: argv is required: a non-empty array of strings")
+		return manager.Spec{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: argv is required: a non-empty array of strings")
 	}
 	spec := manager.Spec{Tag: tag, Argv: p.Argv, Dir: p.Cwd, Daemon: p.Daemon, PidFile: p.PidFile}
 	if p.PidFile != "" && !p.Daemon {
-		return manager.Spec{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: pid_file needs daemon: true")
+		return manager.Spec{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: pid_file needs daemon: true")
 	}
 	inherit := (p.InheritEnv == nil || *p.InheritEnv) && !p.ClearEnv
 	spec.Env, err = buildEnv(inherit, environ, p.Env)
@@ -159,7 +156,7 @@ func (p *createParams) toSpec(environ func() []string) (manager.Spec, error) {
 		case "pipe":
 			spec.StdinPipe = true
 		default:
-			return manager.Spec{}, rpc.Errorf(rpc.CodeInvalidParams, `invalid params: stdin must be "null" or "pipe", not %q`, *p.Stdin)
+			return manager.Spec{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, `invalid params: stdin must be "null" or "pipe", not %q`, *p.Stdin)
 		}
 	}
 	if p.Ready != nil {
@@ -196,7 +193,7 @@ func buildEnv(inherit bool, environ func() []string, overrides map[string]*strin
 	sort.Strings(keys)
 	for _, k := range keys {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return nil, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: env name %q is not a valid variable name", k)
+			return nil, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: env name %q is not a valid variable name", k)
 		}
 		v := overrides[k]
 		if v == nil {

@@ -1,4 +1,4 @@
-package rpc
+package jsonrpc
 
 import (
 	"bufio"
@@ -20,7 +20,7 @@ import (
 // Fuzz targets (issue 12). The invariants: no panic; every frame the
 // sidecar writes is valid UTF-8 JSON and a JSON-RPC 2.0 response (bad input
 // is answered, never echoed raw); nothing is held beyond --max-message per
-// frame. Seeds: the bad-input tables of the tests, plus rpc/testdata/fuzz.
+// frame. Seeds: the bad-input tables of the tests, plus testdata/fuzz.
 
 const fuzzMax = 1024
 

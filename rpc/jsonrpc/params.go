@@ -1,9 +1,10 @@
-package rpc
+package jsonrpc
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -29,6 +30,21 @@ func decodeParams(raw json.RawMessage, v any) *Error {
 	return nil
 }
 
+// Unmarshal decodes raw strictly into v, as params are decoded: a member
+// that names no field of v, in any letter case other than the field's own,
+// is an error naming it. It is for the UnmarshalJSON of a params type that
+// decodes an object itself, which the server's own check of names leaves
+// to it.
+func Unmarshal(raw []byte, v any) error {
+	if err := strictDecode(raw, v); err != nil {
+		return err
+	}
+	if name := exactNames(raw, reflect.TypeOf(v)); name != "" {
+		return fmt.Errorf("unknown field %q (field names are case-sensitive)", name)
+	}
+	return nil
+}
+
 func strictDecode(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -50,13 +66,14 @@ func unknownField(err error) string {
 // then each member is decoded alone to find it.
 func paramsError(err error, raw []byte, v any) *Error {
 	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &te) && te.Field != "":
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return Errorf(CodeInvalidParams, "invalid params: params must be a JSON object")
+		}
 		return Errorf(CodeInvalidParams, "invalid params: field %q must be %s, not %s", te.Field, JSONKind(te.Type.Kind()), te.Value)
-	case errors.As(err, &te):
-		return Errorf(CodeInvalidParams, "invalid params: params must be a JSON object")
-	case unknownField(err) != "":
-		return Errorf(CodeInvalidParams, "invalid params: unknown field %s", unknownField(err))
+	}
+	if name := unknownField(err); name != "" {
+		return Errorf(CodeInvalidParams, "invalid params: unknown field %s", name)
 	}
 	if field, ferr := failingField(raw, v); field != "" {
 		return Errorf(CodeInvalidParams, "invalid params: field %q: %v", field, ferr)

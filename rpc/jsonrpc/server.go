@@ -1,4 +1,4 @@
-package rpc
+package jsonrpc
 
 import (
 	"context"
@@ -35,10 +35,19 @@ type LongWaiter interface {
 	WaitsLong() bool
 }
 
+// Lookup is implemented by the params of a method registered with Handle
+// that, for some params, answers at once from memory: when IsLookup reports
+// true, the call is served on the reading goroutine, in order, as a
+// HandleInline method is.
+type Lookup interface {
+	IsLookup() bool
+}
+
 // prepared is a call whose params are decoded, ready to run.
 type prepared struct {
-	run   func(context.Context) (any, error)
-	waits bool
+	run    func(context.Context) (any, error)
+	waits  bool
+	inline bool // a Lookup that says so
 }
 
 type method struct {
@@ -102,7 +111,8 @@ func NewServer(log *slog.Logger, budget int) *Server {
 // another letter case or a wrong type is a -32602 naming the field; absent
 // or null params decode as {}. f's result is encoded as the reply; an *Error
 // it returns is sent as is, any other error as -32603. If P implements
-// LongWaiter, the call counts against MaxWaitingCalls when it says so.
+// LongWaiter, the call counts against MaxWaitingCalls when it says so; if
+// it implements Lookup, the call is served inline when it says so.
 func Handle[P, R any](s *Server, name string, f func(context.Context, P) (R, error)) {
 	s.methods[name] = method{prepare: typed(f)}
 }
@@ -122,6 +132,9 @@ func typed[P, R any](f func(context.Context, P) (R, error)) func(json.RawMessage
 		c := prepared{run: func(ctx context.Context) (any, error) { return f(ctx, p) }}
 		if lw, ok := any(p).(LongWaiter); ok {
 			c.waits = lw.WaitsLong()
+		}
+		if lk, ok := any(p).(Lookup); ok {
+			c.inline = lk.IsLookup()
 		}
 		return c, nil
 	}
@@ -162,16 +175,13 @@ func (l slogLogger) Printf(format string, v ...any) {
 	l.log.Warn(fmt.Sprintf(format, v...), "from", "jsonrpc2")
 }
 
-type afterReplyKey struct{}
-
-// AfterReply arranges for f to run once the reply to the call that ctx
-// belongs to has been handed to the stream (it is written unless the peer
-// stopped reading; Drain waits for that). The `shutdown` method uses it to
-// exit only after its caller has the answer.
-func AfterReply(ctx context.Context, f func()) {
-	if hooks, ok := ctx.Value(afterReplyKey{}).(*[]func()); ok {
-		*hooks = append(*hooks, f)
-	}
+// AfterReplier is implemented by a method's result that has something to
+// do once the reply carrying it has been handed to the stream (it is written
+// unless the peer stopped reading; Drain waits for that). The `shutdown`
+// method's result uses it to exit only after its caller has the answer. It
+// runs for a notification too, which gets no reply.
+type AfterReplier interface {
+	AfterReply()
 }
 
 // handler is a plain (not async) jsonrpc2.Handler: jsonrpc2 calls it on its
@@ -202,7 +212,7 @@ func (h handler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Re
 		s.reply(conn, req, nil, perr)
 		return
 	}
-	if m.inline {
+	if m.inline || c.inline {
 		s.serve(h.ctx, conn, req, c)
 		return
 	}
@@ -249,15 +259,11 @@ func (s *Server) prepare(m method, name string, raw json.RawMessage) (c prepared
 
 // serve runs one call and replies to it unless it is a notification.
 func (s *Server) serve(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request, c prepared) {
-	var hooks []func()
-	defer func() {
-		for _, f := range hooks {
-			f()
-		}
-	}()
-	ctx = context.WithValue(ctx, afterReplyKey{}, &hooks)
 	result, err := s.call(ctx, req.Method, c)
 	s.reply(conn, req, result, err)
+	if a, ok := result.(AfterReplier); ok {
+		a.AfterReply()
+	}
 }
 
 // call runs one method, turning a panic into -32603 so that no handler can
@@ -388,11 +394,18 @@ func (s *Server) notesIdle() bool {
 // the queued replies and notifications to be written. The sidecar calls it
 // before it exits, so that the host hears the end of what it asked for.
 func (s *Server) Drain(ctx context.Context, stream *Stream) {
-	for s.inflight.Load() > 0 || !s.notesIdle() || !stream.Idle() {
+	drained := func() bool { return s.inflight.Load() == 0 && s.notesIdle() && stream.Idle() }
+	if drained() {
+		return
+	}
+	// Polled: the three are counted in different places, none signals.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !drained() {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Millisecond):
+		case <-tick.C:
 		}
 	}
 }

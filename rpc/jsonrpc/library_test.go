@@ -1,4 +1,4 @@
-package rpc
+package jsonrpc
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 )
 
-// The jsonrpc2 behaviours rpc covers (see doc.go), shown on the library
+// The jsonrpc2 behaviours this package covers (see doc.go), shown on the library
 // alone, so that a change in a later version is noticed.
 
 var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))

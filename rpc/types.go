@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 // processInfo is ProcessInfo on the wire.
@@ -78,10 +78,24 @@ func (s *signal) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// seconds decodes a non-negative number of seconds, at most maxTimeout.
-// Zero is zero (no wait at all), never "the default": the default is what
-// an absent field gives. JSON has no NaN or infinity; a number too large for
-// a float64 (1e999) is refused like any other out-of-range one.
+// MaxDuration bounds every duration a caller may give (a timeout, a
+// backoff, the --stop-timeout flag), so that no call can be made to wait
+// without bound by a typo.
+const MaxDuration = 24 * time.Hour
+
+// Seconds is the one check of a duration given in seconds, on the wire and
+// on the command line: finite, 0..MaxDuration. Zero is zero (no wait at
+// all), never "the default": the default is what an absent field gives.
+func Seconds(secs float64) (time.Duration, error) {
+	if !(secs >= 0 && secs <= MaxDuration.Seconds()) { // NaN fails both
+		return 0, fmt.Errorf("duration %v s is out of range 0..%v", secs, MaxDuration.Seconds())
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// seconds decodes a duration in seconds, checked by Seconds. JSON has no
+// NaN or infinity; a number too large for a float64 (1e999) is refused like
+// any other out-of-range one.
 type seconds struct{ d time.Duration }
 
 func (s *seconds) UnmarshalJSON(b []byte) error {
@@ -89,14 +103,15 @@ func (s *seconds) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &f); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && strings.HasPrefix(te.Value, "number") { // 1e999: beyond float64
-			return fmt.Errorf("duration %s s is not a finite number in range 0..%v", bytes.TrimSpace(b), maxTimeout.Seconds())
+			return fmt.Errorf("duration %s s is not a finite number in range 0..%v", bytes.TrimSpace(b), MaxDuration.Seconds())
 		}
 		return fmt.Errorf("a duration must be a number of seconds")
 	}
-	if f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > maxTimeout.Seconds() {
-		return fmt.Errorf("duration %v s is out of range 0..%v", f, maxTimeout.Seconds())
+	d, err := Seconds(f)
+	if err != nil {
+		return err
 	}
-	s.d = time.Duration(f * float64(time.Second))
+	s.d = d
 	return nil
 }
 
@@ -122,12 +137,12 @@ func (o *output) UnmarshalJSON(b []byte) error {
 			Append  bool            `json:"append"`
 			Capture *captureOptions `json:"capture"`
 		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&f); err != nil {
+		// Names are case-sensitive here too: the server's check of names
+		// leaves a type with its own UnmarshalJSON to it.
+		if err := jsonrpc.Unmarshal(b, &f); err != nil {
 			var te *json.UnmarshalTypeError
 			if errors.As(err, &te) && te.Field != "" {
-				return fmt.Errorf("%q must be %s, not %s", te.Field, rpc.JSONKind(te.Type.Kind()), te.Value)
+				return fmt.Errorf("%q must be %s, not %s", te.Field, jsonrpc.JSONKind(te.Type.Kind()), te.Value)
 			}
 			return fmt.Errorf("output object: %v", err)
 		}
@@ -137,7 +152,7 @@ func (o *output) UnmarshalJSON(b []byte) error {
 			if c.Size < 0 || c.Size > maxCaptureSize || c.FileMaxBytes < 0 || (c.FileBackups != nil && *c.FileBackups < 0) {
 				return fmt.Errorf("capture: size must be 0..%d and file settings non-negative", maxCaptureSize)
 			}
-			backups := 3
+			backups := manager.DefaultFileBackups
 			if c.FileBackups != nil {
 				backups = *c.FileBackups
 			}
@@ -162,7 +177,7 @@ func (o *output) UnmarshalJSON(b []byte) error {
 	case "stdout":
 		o.o = manager.Output{Kind: manager.ToStdout}
 	case "capture":
-		o.o = manager.Output{Kind: manager.Captured, Capture: manager.Capture{FileBackups: 3}}
+		o.o = manager.Output{Kind: manager.Captured, Capture: manager.Capture{FileBackups: manager.DefaultFileBackups}}
 	default:
 		return fmt.Errorf(`unknown output %q: want "discard", "inherit", "capture", "stdout" (stderr only) or {"file": path}`, s)
 	}

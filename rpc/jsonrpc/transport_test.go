@@ -1,4 +1,4 @@
-package rpc
+package jsonrpc
 
 import (
 	"bufio"
@@ -26,6 +26,8 @@ type harness struct {
 	r      *bufio.Reader
 	served chan struct{}
 	block  chan struct{} // "block" and "hold" calls wait on it
+	// replied is closed by the "after" call's result once it was replied to.
+	replied chan struct{}
 }
 
 type waitParams struct {
@@ -33,6 +35,20 @@ type waitParams struct {
 }
 
 func (waitParams) WaitsLong() bool { return true }
+
+type maybeParams struct {
+	Lookup bool `json:"lookup"`
+}
+
+func (p maybeParams) IsLookup() bool { return p.Lookup }
+
+// afterResult runs its func once its reply is handed to the stream.
+type afterResult struct {
+	Done  bool `json:"done"`
+	after func()
+}
+
+func (r afterResult) AfterReply() { r.after() }
 
 type nested struct {
 	Inner struct {
@@ -57,13 +73,20 @@ func newHarness(t *testing.T, c StreamConfig) *harness {
 	if c.MaxMessage == 0 {
 		c.MaxMessage = 1 << 20
 	}
-	h := &harness{in: inW, out: outR, r: bufio.NewReaderSize(outR, 1<<20), served: make(chan struct{}), block: make(chan struct{})}
+	h := &harness{in: inW, out: outR, r: bufio.NewReaderSize(outR, 1<<20), served: make(chan struct{}), block: make(chan struct{}),
+		replied: make(chan struct{})}
 	h.srv = NewServer(c.Log, c.Budget)
 	Handle(h.srv, "echo", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })
 	HandleInline(h.srv, "lookup", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })
 	HandleInline(h.srv, "nested", func(_ context.Context, p nested) (string, error) { return p.Inner.Name, nil })
 	HandleInline(h.srv, "nan", func(context.Context, struct{}) (float64, error) { return math.NaN(), nil })
 	Handle(h.srv, "control", func(context.Context, struct{}) (string, error) { return "done", nil })
+	// Says how many calls were in progress off the reading goroutine: 0 when
+	// it runs on it.
+	Handle(h.srv, "after", func(context.Context, struct{}) (afterResult, error) {
+		return afterResult{Done: true, after: func() { close(h.replied) }}, nil
+	})
+	Handle(h.srv, "maybe", func(context.Context, maybeParams) (int64, error) { return h.srv.inflight.Load(), nil })
 	Handle(h.srv, "block", func(ctx context.Context, _ waitParams) (string, error) {
 		select {
 		case <-h.block:
@@ -541,4 +564,23 @@ func TestUnencodableResultIsAnInternalError(t *testing.T) {
 	h.wantError(t, CodeInternalError, "1", "encoding the result")
 	h.send(t, `{"jsonrpc":"2.0","id":2,"method":"lookup","params":{"text":"ok"}}`+"\n")
 	h.wantResult(t, "2", "ok")
+}
+
+func TestLookupParamsAreServedOnTheReadingGoroutineWhenTheySaySo(t *testing.T) {
+	h := newHarness(t, StreamConfig{})
+	h.send(t, `{"jsonrpc":"2.0","id":1,"method":"maybe","params":{"lookup":true}}`+"\n")
+	h.wantResult(t, "1", "0")
+	h.send(t, `{"jsonrpc":"2.0","id":2,"method":"maybe","params":{"lookup":false}}`+"\n")
+	h.wantResult(t, "2", "1")
+}
+
+func TestAfterReplyRunsOnceTheReplyIsQueued(t *testing.T) {
+	h := newHarness(t, StreamConfig{})
+	h.send(t, `{"jsonrpc":"2.0","id":1,"method":"after"}`+"\n")
+	h.wantResult(t, "1", "true")
+	select {
+	case <-h.replied:
+	case <-time.After(10 * time.Second):
+		t.Fatal("AfterReply did not run within 10 s of the reply")
+	}
 }

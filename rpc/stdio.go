@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"context"
@@ -7,7 +7,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"procmgr/rpc"
+	"procmgr/manager"
+	"procmgr/rpc/jsonrpc"
 )
 
 type readOutputParams struct {
@@ -19,7 +20,7 @@ type readOutputParams struct {
 	Encoding string   `json:"encoding"` // "text" (default) or "base64"
 }
 
-// WaitsLong: a read_output with wait may long-poll (rpc.LongWaiter).
+// WaitsLong: a read_output with wait may long-poll (jsonrpc.LongWaiter).
 func (p readOutputParams) WaitsLong() bool { return p.Wait != nil && p.Wait.d > 0 }
 
 type readOutputResult struct {
@@ -28,9 +29,6 @@ type readOutputResult struct {
 	Overflow bool   `json:"overflow"`
 	EOF      bool   `json:"eof"`
 }
-
-// defaultReadBytes is a read_output's size when max_bytes is not given.
-const defaultReadBytes = 1 << 20
 
 func (s *service) readOutput(ctx context.Context, p readOutputParams) (readOutputResult, error) {
 	tag, err := tagParams{p.Tag}.tag()
@@ -41,18 +39,18 @@ func (s *service) readOutput(ctx context.Context, p readOutputParams) (readOutpu
 		p.Stream = "stdout"
 	}
 	if p.Encoding != "" && p.Encoding != "text" && p.Encoding != "base64" {
-		return readOutputResult{}, rpc.Errorf(rpc.CodeInvalidParams, `invalid params: encoding must be "text" or "base64", not %q`, p.Encoding)
+		return readOutputResult{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, `invalid params: encoding must be "text" or "base64", not %q`, p.Encoding)
 	}
 	if p.MaxBytes < 0 {
-		return readOutputResult{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: max_bytes must not be negative")
+		return readOutputResult{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: max_bytes must not be negative")
 	}
 	if p.MaxBytes == 0 {
-		p.MaxBytes = defaultReadBytes
+		p.MaxBytes = manager.DefaultReadBytes
 	}
 	offset := int64(-1)
 	if p.Offset != nil {
 		if *p.Offset < 0 {
-			return readOutputResult{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: offset must not be negative")
+			return readOutputResult{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: offset must not be negative")
 		}
 		offset = *p.Offset
 	}
@@ -123,12 +121,12 @@ func (s *service) writeStdin(_ context.Context, p writeStdinParams) (writeStdinR
 	var data []byte
 	switch {
 	case p.Data != nil && p.DataBase64 != nil:
-		return writeStdinResult{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: give data or data_base64, not both")
+		return writeStdinResult{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: give data or data_base64, not both")
 	case p.Data != nil:
 		data = []byte(*p.Data)
 	case p.DataBase64 != nil:
 		if data, err = base64.StdEncoding.DecodeString(*p.DataBase64); err != nil {
-			return writeStdinResult{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: data_base64: %v", err)
+			return writeStdinResult{}, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: data_base64: %v", err)
 		}
 	}
 	n, err := s.m.WriteStdin(tag, data, p.EOF)

@@ -1,7 +1,9 @@
-// Package api is the sidecar's protocol: it maps the JSON-RPC methods and
-// their JSON shapes (docs/protocol.md) onto package manager. It is the only
-// package that knows both.
-package api
+// Package rpc is the sidecar's JSON-RPC face: it maps the protocol's methods
+// and their JSON shapes (docs/protocol.md) onto package manager. It is the
+// only package that knows both: the transport below it (package
+// rpc/jsonrpc: framing, validation, dispatch, notifications) knows nothing of
+// processes, and manager knows nothing of JSON.
+package rpc
 
 import (
 	"context"
@@ -9,10 +11,9 @@ import (
 	"os"
 	"strings"
 	"syscall"
-	"time"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 // Protocol is the protocol version hello reports.
@@ -27,10 +28,6 @@ const (
 	CodeNotReady     = -32005
 )
 
-// maxTimeout bounds every timeout a caller may pass, so no call can be made
-// to wait without bound by a typo.
-const maxTimeout = 24 * time.Hour
-
 // Options configures the methods.
 type Options struct {
 	Version  string
@@ -41,7 +38,8 @@ type Options struct {
 	// Environ is the environment a tool inherits when inherit_env is true
 	// (os.Environ if nil).
 	Environ func() []string
-	// OnShutdown runs once the reply to `shutdown` has been written.
+	// OnShutdown runs once the reply to `shutdown` has been handed to the
+	// stream (written unless the host stopped reading; see jsonrpc.Server.Drain).
 	OnShutdown func()
 }
 
@@ -51,7 +49,7 @@ type service struct {
 }
 
 // Register adds every method of the protocol to srv, served by m.
-func Register(srv *rpc.Server, m *manager.Manager, opts Options) {
+func Register(srv *jsonrpc.Server, m *manager.Manager, opts Options) {
 	if opts.Environ == nil {
 		opts.Environ = os.Environ
 	}
@@ -62,19 +60,19 @@ func Register(srv *rpc.Server, m *manager.Manager, opts Options) {
 	// Lookups answer from memory at once: they are served in order on the
 	// reading goroutine. Everything that can wait (on a fork, a tool, the
 	// OS process table) runs on a goroutine of its own.
-	rpc.HandleInline(srv, "hello", s.hello)
-	rpc.HandleInline(srv, "running", s.running)
-	rpc.HandleInline(srv, "is_alive", s.isAlive)
-	rpc.HandleInline(srv, "fetch", s.fetch)
-	rpc.Handle(srv, "list", s.list) // not inline: with stats it reads /proc
-	rpc.Handle(srv, "stats", s.stats)
-	rpc.Handle(srv, "create", s.create)
-	rpc.Handle(srv, "stop", s.stop)
-	rpc.Handle(srv, "signal", s.signal)
-	rpc.Handle(srv, "wait", s.wait)
-	rpc.Handle(srv, "shutdown", s.shutdown)
-	rpc.Handle(srv, "read_output", s.readOutput)
-	rpc.Handle(srv, "write_stdin", s.writeStdin)
+	jsonrpc.HandleInline(srv, "hello", s.hello)
+	jsonrpc.HandleInline(srv, "running", s.running)
+	jsonrpc.HandleInline(srv, "is_alive", s.isAlive)
+	jsonrpc.HandleInline(srv, "fetch", s.fetch)
+	jsonrpc.Handle(srv, "list", s.list) // inline unless with stats (listParams.IsLookup)
+	jsonrpc.Handle(srv, "stats", s.stats)
+	jsonrpc.Handle(srv, "create", s.create)
+	jsonrpc.Handle(srv, "stop", s.stop)
+	jsonrpc.Handle(srv, "signal", s.signal)
+	jsonrpc.Handle(srv, "wait", s.wait)
+	jsonrpc.Handle(srv, "shutdown", s.shutdown)
+	jsonrpc.Handle(srv, "read_output", s.readOutput)
+	jsonrpc.Handle(srv, "write_stdin", s.writeStdin)
 }
 
 // Notify sends the notifications an event makes: `state` for every event,
@@ -147,7 +145,7 @@ type tagParams struct {
 
 func (p tagParams) tag() (string, error) {
 	if p.Tag == nil {
-		return "", rpc.Errorf(rpc.CodeInvalidParams, "invalid params: tag is required")
+		return "", jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: tag is required")
 	}
 	return *p.Tag, nil
 }
@@ -231,7 +229,7 @@ func (s *service) signal(_ context.Context, p signalParams) (any, error) {
 		return nil, err
 	}
 	if p.Signal == nil {
-		return nil, rpc.Errorf(rpc.CodeInvalidParams, "invalid params: signal is required")
+		return nil, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "invalid params: signal is required")
 	}
 	return nil, toRPCError(s.m.Signal(tag, p.Signal.sig), tag)
 }
@@ -241,7 +239,7 @@ type waitParams struct {
 	Timeout *seconds `json:"timeout"`
 }
 
-// WaitsLong: a wait lasts until the tool exits (rpc.LongWaiter).
+// WaitsLong: a wait lasts until the tool exits (jsonrpc.LongWaiter).
 func (waitParams) WaitsLong() bool { return true }
 
 func (s *service) wait(ctx context.Context, p waitParams) (processInfo, error) {
@@ -267,6 +265,16 @@ type shutdownParams struct {
 
 type shutdownResult struct {
 	Stopped int `json:"stopped"`
+	// onReplied is Options.OnShutdown, run once the reply is handed to the
+	// stream (jsonrpc.AfterReplier), so the caller has the answer before
+	// the sidecar exits.
+	onReplied func()
+}
+
+func (r shutdownResult) AfterReply() {
+	if r.onReplied != nil {
+		r.onReplied()
+	}
 }
 
 func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResult, error) {
@@ -276,24 +284,23 @@ func (s *service) shutdown(ctx context.Context, p shutdownParams) (shutdownResul
 	}
 	// The caller's connection may end mid-shutdown; the shutdown must not.
 	n := s.m.Shutdown(context.WithoutCancel(ctx), grace)
-	rpc.AfterReply(ctx, s.opts.OnShutdown)
-	return shutdownResult{Stopped: n}, nil
+	return shutdownResult{Stopped: n, onReplied: s.opts.OnShutdown}, nil
 }
 
 // Reason words of the protocol's errors (error.data.reason, docs/protocol.md),
-// beyond the ones of JSON-RPC's codes (rpc.Reason*).
+// beyond the ones of JSON-RPC's codes (jsonrpc.Reason*).
 const (
-	ReasonTagInUse       = "tag_in_use"
-	ReasonNoSuchTag      = "no_such_tag"
-	ReasonExecNotFound   = "exec_not_found"
-	ReasonSpawnFailed    = "spawn_failed"
-	ReasonShuttingDown   = "shutting_down"
-	ReasonNotCaptured    = "not_captured"
-	ReasonStdinClosed    = "stdin_closed"
-	ReasonStdinNotPiped  = "stdin_not_piped"
-	ReasonNotReadyTime   = "timeout"
-	ReasonNotReadyExited = "exited"
-	ReasonNotReadyStop   = "stopped"
+	ReasonTagInUse        = "tag_in_use"
+	ReasonNoSuchTag       = "no_such_tag"
+	ReasonExecNotFound    = "exec_not_found"
+	ReasonSpawnFailed     = "spawn_failed"
+	ReasonShuttingDown    = "shutting_down"
+	ReasonNotCaptured     = "not_captured"
+	ReasonStdinClosed     = "stdin_closed"
+	ReasonStdinNotPiped   = "stdin_not_piped"
+	ReasonNotReadyTimeout = "timeout"
+	ReasonNotReadyExited  = "exited"
+	ReasonNotReadyStopped = "stopped"
 )
 
 // notReadyData is -32005's data beyond the reason: the tag, and from a
@@ -333,11 +340,11 @@ func notReadyData(nre *manager.NotReadyError, tag string) any {
 func notReadyReason(nre *manager.NotReadyError) string {
 	switch {
 	case nre.Stopped:
-		return ReasonNotReadyStop
+		return ReasonNotReadyStopped
 	case nre.Exited:
 		return ReasonNotReadyExited
 	}
-	return ReasonNotReadyTime
+	return ReasonNotReadyTimeout
 }
 
 // toRPCError maps the manager's sentinel errors onto the protocol's codes
@@ -349,26 +356,26 @@ func toRPCError(err error, tag string) error {
 	data := map[string]string{"tag": tag}
 	switch {
 	case errors.Is(err, manager.ErrTagInUse):
-		return &rpc.Error{Code: CodeTagInUse, Message: err.Error(), Reason: ReasonTagInUse, Data: data}
+		return &jsonrpc.Error{Code: CodeTagInUse, Message: err.Error(), Reason: ReasonTagInUse, Data: data}
 	case errors.Is(err, manager.ErrNoSuchTag):
-		return &rpc.Error{Code: CodeNoSuchTag, Message: err.Error(), Reason: ReasonNoSuchTag, Data: data}
+		return &jsonrpc.Error{Code: CodeNoSuchTag, Message: err.Error(), Reason: ReasonNoSuchTag, Data: data}
 	case errors.Is(err, manager.ErrSpawn):
 		reason := ReasonSpawnFailed
 		if errors.Is(err, manager.ErrExecNotFound) {
 			reason = ReasonExecNotFound
 		}
-		return &rpc.Error{Code: CodeSpawnFailed, Message: err.Error(), Reason: reason, Data: data}
+		return &jsonrpc.Error{Code: CodeSpawnFailed, Message: err.Error(), Reason: reason, Data: data}
 	case errors.Is(err, manager.ErrNotReady):
 		var nre *manager.NotReadyError
 		if !errors.As(err, &nre) {
 			nre = &manager.NotReadyError{Tag: tag}
 		}
-		return &rpc.Error{Code: CodeNotReady, Message: err.Error(), Reason: notReadyReason(nre), Data: notReadyData(nre, tag)}
+		return &jsonrpc.Error{Code: CodeNotReady, Message: err.Error(), Reason: notReadyReason(nre), Data: notReadyData(nre, tag)}
 	case errors.Is(err, manager.ErrShuttingDown):
-		return &rpc.Error{Code: CodeShuttingDown, Message: "shutting down: no new tools are started", Reason: ReasonShuttingDown, Data: data}
+		return &jsonrpc.Error{Code: CodeShuttingDown, Message: "shutting down: no new tools are started", Reason: ReasonShuttingDown, Data: data}
 	case errors.Is(err, manager.ErrInvalid):
 		msg := strings.TrimPrefix(err.Error(), manager.ErrInvalid.Error()+": ")
-		reason := rpc.ReasonInvalidParams
+		reason := jsonrpc.ReasonInvalidParams
 		switch {
 		case errors.Is(err, manager.ErrNotCaptured):
 			reason = ReasonNotCaptured
@@ -377,7 +384,7 @@ func toRPCError(err error, tag string) error {
 		case errors.Is(err, manager.ErrStdinNotPiped):
 			reason = ReasonStdinNotPiped
 		}
-		return &rpc.Error{Code: rpc.CodeInvalidParams, Message: "invalid params: " + msg, Reason: reason, Data: data}
+		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "invalid params: " + msg, Reason: reason, Data: data}
 	}
 	return err
 }

@@ -1,4 +1,4 @@
-// Package rpc serves JSON-RPC 2.0 over a byte stream (the sidecar's stdin and
+// Package jsonrpc serves JSON-RPC 2.0 over a byte stream (the sidecar's stdin and
 // stdout) through github.com/sourcegraph/jsonrpc2. It knows nothing of
 // processes: callers register typed methods.
 //
@@ -41,4 +41,4 @@
 // The cost of the library is its decoding: Conn decodes each request again
 // after Stream validated it (a message probe and a map of interfaces, params
 // re-encoded); bench/micro splits a call's time into its parts.
-package rpc
+package jsonrpc

@@ -1,4 +1,4 @@
-package api
+package rpc
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"procmgr/manager"
-	"procmgr/rpc"
+	"procmgr/rpc/jsonrpc"
 )
 
 // fuzzEnviron is the sidecar environment the fuzzed creates inherit.
@@ -57,12 +57,12 @@ func FuzzCreateParamsToSpec(f *testing.F) {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields() // as the server decodes params
 		if dec.Decode(&p) != nil {
-			return // not create params at all: the decoding is the rpc package's to fuzz
+			return // not create params at all: the decoding is package jsonrpc's to fuzz
 		}
 		spec, err := p.toSpec(fuzzEnviron)
 		if err != nil {
-			var re *rpc.Error
-			if !errors.As(err, &re) || re.Code != rpc.CodeInvalidParams || !strings.HasPrefix(re.Message, "invalid params: ") {
+			var re *jsonrpc.Error
+			if !errors.As(err, &re) || re.Code != jsonrpc.CodeInvalidParams || !strings.HasPrefix(re.Message, "invalid params: ") {
 				t.Fatalf("error %#v is not an invalid-params error", err)
 			}
 			return
@@ -91,8 +91,8 @@ func checkSpec(t *testing.T, p *createParams, spec manager.Spec) {
 		{"stop_timeout", spec.StopTimeout}, {"restart.window", spec.Restart.Window},
 		{"restart.backoff.initial", spec.Restart.InitialBackoff}, {"restart.backoff.max", spec.Restart.MaxBackoff},
 	} {
-		if d.v != nil && (*d.v < 0 || *d.v > maxTimeout) {
-			t.Fatalf("%s = %v, outside 0..%v", d.name, *d.v, maxTimeout)
+		if d.v != nil && (*d.v < 0 || *d.v > MaxDuration) {
+			t.Fatalf("%s = %v, outside 0..%v", d.name, *d.v, MaxDuration)
 		}
 	}
 	if (p.StopTimeout != nil) != (spec.StopTimeout != nil) {
@@ -111,7 +111,7 @@ func checkSpec(t *testing.T, p *createParams, spec manager.Spec) {
 		t.Fatalf("ready %v from %v", spec.Ready, p.Ready)
 	}
 	if r := spec.Ready; r != nil {
-		if (r.Timeout != nil && (*r.Timeout < 0 || *r.Timeout > maxTimeout)) || r.Path != p.Ready.Path || r.TCP != p.Ready.TCP ||
+		if (r.Timeout != nil && (*r.Timeout < 0 || *r.Timeout > MaxDuration)) || r.Path != p.Ready.Path || r.TCP != p.Ready.TCP ||
 			(r.Output != nil) != (p.Ready.Output != nil) {
 			t.Fatalf("ready %+v from %+v", r, p.Ready)
 		}
