@@ -44,7 +44,9 @@ class ProcMgrError(Exception):
 
     ``code`` is the JSON-RPC error code when the error came from the sidecar
     (else None), ``data`` the error's ``data`` member, and ``tag`` the tag it
-    concerns when one applies.
+    concerns when one applies.  ``reason`` is the stable word the sidecar
+    gives every error (``data.reason``, e.g. "not_captured"; see
+    docs/protocol.md "Errors"): branch on it, never on the message.
     """
 
     def __init__(
@@ -62,6 +64,17 @@ class ProcMgrError(Exception):
         if tag is None and isinstance(data, dict) and isinstance(data.get("tag"), str):
             tag = data["tag"]
         self.tag = tag
+
+    @property
+    def reason(self) -> Optional[str]:
+        """``data.reason``: one stable snake_case word per case, or None when
+        absent (an error of the client's own, or an older sidecar)."""
+        data = self.data
+        if isinstance(data, dict):
+            reason = data.get("reason")
+            if isinstance(reason, str):
+                return reason
+        return None
 
 
 class TagInUseError(ProcMgrError):

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ._errors import ProcMgrError, SidecarError, error_from_rpc
-from ._seconds import MAX_SECONDS, seconds
+from ._seconds import seconds
 
 __all__ = ["Sidecar", "PROTOCOL_VERSION"]
 
@@ -598,5 +598,6 @@ class Sidecar:
 
 
 def _seconds(value: float) -> str:
-    f = seconds(value, "stop_timeout", MAX_SECONDS)
+    """``--stop-timeout``'s argument: the checked seconds, without a needless ".0"."""
+    f = seconds(value, "stop_timeout", sent=True)
     return repr(f) if not f.is_integer() else str(int(f))
