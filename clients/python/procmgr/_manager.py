@@ -1,25 +1,41 @@
 """ProcessManager: CASA's procmgr API, a thin face over the client's parts.
 
-The parts, each a module of its own, and who imports whom (an arrow is an
-import; there is no cycle, and nothing imports this module but __init__.py)::
-
-    _manager ──> _process ──> _events ──> _registry ──> _session ──> _transport
-        │            │            │            │            │            │
-        │            │            │            │            └─> _binary  └─> _seconds, _errors
-        │            └─> _output, _options, _stats, _info, _seconds, _transport
-        └─> _params ──> _options, _output, _info, _errors
+Each part is a module of its own, doing one job:
 
 * _session: the sidecar -- started on first use, owned by one process (fork
   detection), shut down on request and at interpreter exit;
 * _transport: the sidecar process and the JSON-RPC connection to it;
 * _registry: the one Process object per tool run, and which holds each tag;
-* _events: notifications (state and exit), the callbacks, waits for an event;
+* _events: notifications (state and exit), their callbacks, waits for an event;
 * _process: Process, which carries out its own operations;
 * _params: ``create``'s params from its arguments (pure);
-* _seconds: the one validator of durations.
+* _output, _options, _info, _stats: the values passed in and out;
+* _seconds: the one validator of durations; _errors: the exceptions.
 
-ProcessManager wires these together and adds the CASA calls on tags
-(create, stop, running, fetch, list...).
+ProcessManager wires them together and adds the calls on tags (create, stop,
+running, fetch, list, table, shutdown...).  Who imports whom, from the top
+floor down (every import counted, TYPE_CHECKING ones too; no module imports
+one above it, so there is no cycle)::
+
+    _manager   -> _process, _events, _registry, _session, _params, _transport,
+                  _options, _stats, _info, _seconds, _errors
+    _process   -> _events, _registry, _session, _transport, _output, _options,
+                  _stats, _info, _seconds, _errors
+    _events    -> _registry, _session, _transport, _info
+    _registry  -> _session, _info, _errors
+    _params    -> _options, _output, _info, _errors
+    _session   -> _transport, _binary, _errors
+    _transport -> _seconds, _errors
+    _output    -> _seconds, _errors
+    _options   -> _seconds
+    _stats     -> _info
+    _binary    -> _errors
+    _info, _seconds, _errors -> (nothing of procmgr)
+
+A module lower down that needs an object of one higher up is handed it
+rather than importing its module: the registry gets a factory of Processes
+(and keeps them untyped), an OutputStream its Process, a Process its
+manager (the last two described as a typing.Protocol).
 """
 
 from __future__ import annotations
