@@ -40,6 +40,7 @@ manager (the last two described as a typing.Protocol).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import weakref
@@ -104,7 +105,7 @@ class ProcessManager:
             is_default=_lazy,
             at_exit=self.shutdown,
         )
-        registry = Registry(session, lambda info: Process(self, info))
+        registry = Registry(session, functools.partial(Process, self))
         events = Events(session, registry)
         # The reader thread holds the notification handler, which holds the
         # events only weakly: nothing it keeps alive keeps the manager alive,

@@ -29,8 +29,9 @@ def build(args=("tool",), output=output_option.DISCARD, features=ALL, sidecar=No
                 restart=None, capture_size=None, capture_file=None, capture_file_max_bytes=None,
                 capture_file_backups=None)
     opts.update(kw)
-    return create_params("t", list(args), output, features=features,
-                         sidecar=sidecar or fake_sidecar(), **opts)
+    params, ready, restart = create_params("t", list(args), output, features=features,
+                                           sidecar=sidecar or fake_sidecar(), **opts)
+    return types.SimpleNamespace(params=params, ready=ready, restart=restart)
 
 
 class CreateParamsTest(unittest.TestCase):
