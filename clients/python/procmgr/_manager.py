@@ -40,7 +40,6 @@ manager (the last two described as a typing.Protocol).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import weakref
@@ -69,8 +68,9 @@ class ProcessManager:
     """Starts, finds and stops tagged tools through one procmgr sidecar.
 
     ``binary``: the sidecar executable; default ``$PROCMGR_BIN``, else the
-    one bundled in a platform wheel, else ``procmgr`` on PATH (_binary.py).  ``stop_timeout``: default seconds between the stop
-    signal and SIGKILL for every tool (the sidecar's own default is 3 s).
+    one bundled in a platform wheel, else ``procmgr`` on PATH (_binary.py).
+    ``stop_timeout``: default seconds between the stop signal and SIGKILL
+    for every tool (the sidecar's own default is 3 s).
     ``log_level``: the sidecar's log level (debug, info, warn, error).
     ``log_file``: append the sidecar's log to this file, which is kept; by
     default the log lives in the session's temporary directory, which is
@@ -105,11 +105,13 @@ class ProcessManager:
             is_default=_lazy,
             at_exit=self.shutdown,
         )
-        registry = Registry(session, functools.partial(Process, self))
-        events = Events(session, registry)
+        # No part holds the manager (only its Processes do): a manager nobody
+        # references is freed at once, and its __del__ lets the sidecar go.
         # The reader thread holds the notification handler, which holds the
-        # events only weakly: nothing it keeps alive keeps the manager alive,
-        # so a dropped manager's __del__ still lets the sidecar go.
+        # events only weakly.
+        me = weakref.ref(self)
+        registry = Registry(session, lambda info: Process(me(), info))  # type: ignore[arg-type]
+        events = Events(session, registry)
         session.on_notification = events.handler()
         session.on_start = events.reset  # every sidecar numbers its events from 1
 

@@ -65,7 +65,7 @@ class Process:
     """
 
     def __init__(self, manager: "ProcessManager", info: ProcessInfo) -> None:
-        self._manager = manager
+        self._manager = manager  # a Process in use keeps its manager, hence its sidecar, alive
         self._session: Session = manager._session
         self._registry: Registry = manager._registry
         self._events: Events = manager._events
