@@ -1,4 +1,5 @@
-"""The client package's modules import each other without a cycle (issue 13).
+"""The client package's modules import each other without a cycle, and its
+parts never keep their manager alive (issue 13).
 
 Every relative import counts, inside ``if TYPE_CHECKING:`` too: a module lower
 down that needs an object of one higher up is handed it (see _manager.py's
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import unittest
+import weakref
 from typing import Dict, List, Set
 
 import procmgr
@@ -60,6 +62,15 @@ class LayoutTest(unittest.TestCase):
     def test_only_the_package_face_imports_the_manager(self):
         users = sorted(m for m, deps in import_graph().items() if "_manager" in deps)
         self.assertEqual(users, ["__init__"])
+
+    def test_no_part_keeps_its_manager_alive(self):
+        # The session, registry and events point at each other, never at the
+        # manager: one nobody references is freed at once (its __del__ lets
+        # the sidecar go), without waiting for the cyclic GC.
+        pm = procmgr.ProcessManager(_lazy=True)
+        ref = weakref.ref(pm)
+        del pm
+        self.assertIsNone(ref(), "a part of the manager keeps it alive")
 
 
 if __name__ == "__main__":
