@@ -12,8 +12,14 @@ sidecar map onto the subclasses:
 -32005   :class:`NotReadyError`
 =======  ======================
 
+Within a code, ``reason`` (the sidecar's ``error.data.reason``, one stable
+word such as "not_captured", "stdin_closed" or "exec_not_found": the table in
+docs/protocol.md "Errors") tells the cases apart; the client branches on it,
+never on the message, which is written for people.
+
 A sidecar that dies, stops answering, or cannot be started also gives
-:class:`SidecarError`; its message names the sidecar's log file.
+:class:`SidecarError`; its message names the sidecar's log file (and its
+``reason`` is None, like every error the client raises itself).
 
 Two errors come from the client's own waits rather than from a reply:
 :class:`ProcMgrTimeoutError` (also a builtin ``TimeoutError``) when a bounded
@@ -44,7 +50,9 @@ class ProcMgrError(Exception):
 
     ``code`` is the JSON-RPC error code when the error came from the sidecar
     (else None), ``data`` the error's ``data`` member, and ``tag`` the tag it
-    concerns when one applies.
+    concerns when one applies.  ``reason`` is the stable word the sidecar
+    gives every error (``data.reason``, e.g. "not_captured"; see
+    docs/protocol.md "Errors"): branch on it, never on the message.
     """
 
     def __init__(
@@ -62,6 +70,17 @@ class ProcMgrError(Exception):
         if tag is None and isinstance(data, dict) and isinstance(data.get("tag"), str):
             tag = data["tag"]
         self.tag = tag
+
+    @property
+    def reason(self) -> Optional[str]:
+        """``data.reason``: one stable snake_case word per case, or None when
+        absent (an error of the client's own, or an older sidecar)."""
+        data = self.data
+        if isinstance(data, dict):
+            reason = data.get("reason")
+            if isinstance(reason, str):
+                return reason
+        return None
 
 
 class TagInUseError(ProcMgrError):
@@ -89,8 +108,9 @@ class NotReadyError(ProcMgrError):
     most 4 KiB; ``""`` when it wrote nothing, None when nothing is captured);
     ``exit_status``: ``{"exit_code": int|None, "signal": str|None}`` when the
     tool exited before it was ready, else None; ``stopped``: True when a
-    ``stop`` of the tag ended the wait.  The message says the same in words,
-    with a hint at block buffering when nothing was written.
+    ``stop`` of the tag ended the wait; ``reason``: "timeout", "exited" or
+    "stopped", why in one word.  The message says the same in words, with a
+    hint at block buffering when nothing was written.
     """
 
     def _field(self, name: str) -> Any:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ._seconds import MAX_SECONDS, seconds
+from ._seconds import optional_seconds
 
 __all__ = ["Ready", "Restart", "ready_params", "restart_params", "DEFAULT_READY_TIMEOUT"]
 
@@ -19,12 +19,6 @@ __all__ = ["Ready", "Restart", "ready_params", "restart_params", "DEFAULT_READY_
 DEFAULT_READY_TIMEOUT = 10.0
 
 _POLICIES = ("never", "on-failure", "always")
-
-
-def _seconds(value: Any, what: str) -> Optional[float]:
-    if value is None:
-        return None
-    return seconds(value, what, MAX_SECONDS)
 
 
 def _pattern_text(pattern: Any) -> str:
@@ -75,7 +69,7 @@ class Ready:
             raise ValueError('Ready kind must be "output", "path" or "tcp", not %r' % (self.kind,))
         if not isinstance(self.target, str) or not self.target:
             raise ValueError("Ready %s needs a non-empty target" % self.kind)
-        _seconds(self.timeout, "ready timeout")
+        optional_seconds(self.timeout, "ready timeout", sent=True)
 
     @classmethod
     def output(cls, pattern: Union[str, "re.Pattern[str]"], timeout: Optional[float] = None) -> "Ready":
@@ -149,9 +143,9 @@ class Restart:
             isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0
         ):
             raise ValueError("max_restarts must be a non-negative int, not %r" % (self.max_restarts,))
-        _seconds(self.window, "window")
-        _seconds(self.initial_backoff, "initial_backoff")
-        _seconds(self.max_backoff, "max_backoff")
+        optional_seconds(self.window, "window", sent=True)
+        optional_seconds(self.initial_backoff, "initial_backoff", sent=True)
+        optional_seconds(self.max_backoff, "max_backoff", sent=True)
 
     def wants_restart(self, returncode: Optional[int]) -> bool:
         """Would this policy restart a run that ended with ``returncode``?"""

@@ -1,29 +1,24 @@
-"""Reading a tool's captured output: read_output results, file-like streams,
-and waiting for a line that matches a pattern.
+"""Reading a tool's captured output: read_output results and file-like streams.
 
-Everything here is built on ``Process.read_output``, whose ``wait`` makes the
-sidecar hold the reply until output arrives (a long poll), so nothing here
-loops while a tool is quiet.
+An OutputStream is built on ``Process.read_output``, whose ``wait`` makes the
+sidecar hold the reply until output arrives (a long poll), so it never loops
+while a tool is quiet.  (Waiting for a matching line, which also follows the
+tool's state, is the Process's own: _process.py.)
 """
 
 from __future__ import annotations
 
-import collections
 import io
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
+from typing import Optional, Protocol, Union
 
-from ._errors import NoSuchTagError, OutputEndedError, ProcMgrTimeoutError
-from ._seconds import seconds
+from ._errors import ProcMgrTimeoutError
+from ._seconds import optional_seconds
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._manager import Process
-
-__all__ = ["OutputChunk", "OutputStream", "STREAMS", "wait_for_output"]
+__all__ = ["OutputChunk", "OutputStream", "STREAMS"]
 
 logger = logging.getLogger("procmgr")
 
@@ -32,10 +27,6 @@ STREAMS = ("stdout", "stderr")
 POLL_SLICE = 30.0
 #: Bytes asked for per read by the file-like streams.
 READ_CHUNK = 1 << 20
-#: A line longer than this is searched (and then dropped) without waiting for its end.
-MAX_LINE = 1 << 20
-#: Lines of context kept for the message of a failed wait_for_output.
-CONTEXT_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -54,6 +45,18 @@ class OutputChunk:
     offset: int
     overflow: bool
     eof: bool
+
+
+class Process(Protocol):
+    """What an OutputStream reads through: a Process (_process.py, which
+    imports this module, so it is described here rather than imported)."""
+
+    tag: str
+
+    def read_output(
+        self, stream: str = "stdout", offset: Optional[int] = None, max_bytes: Optional[int] = None,
+        wait: Optional[float] = None, encoding: str = "text",
+    ) -> OutputChunk: ...
 
 
 class OutputStream(io.TextIOBase):
@@ -96,7 +99,7 @@ class OutputStream(io.TextIOBase):
 
     @timeout.setter
     def timeout(self, value: Optional[float]) -> None:
-        self._timeout = None if value is None else seconds(value, "timeout")
+        self._timeout = optional_seconds(value, "timeout")
 
     # -- io.TextIOBase ---------------------------------------------------------
 
@@ -209,116 +212,3 @@ class OutputStream(io.TextIOBase):
                 return True
             if chunk.eof or not wait:
                 return False
-
-
-def _context(lines: Deque[str]) -> str:
-    return "\n".join(lines)
-
-
-def wait_for_output(
-    process: "Process",
-    pattern: Union[str, "re.Pattern[str]"],
-    timeout: Optional[float],
-    stream: str,
-    offset: Optional[int],
-) -> "re.Match[str]":
-    """See Process.wait_for_output."""
-    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-    if not isinstance(rx, re.Pattern):
-        raise TypeError("pattern must be a str or re.Pattern, not %r" % (pattern,))
-    if stream not in STREAMS:
-        raise ValueError("stream must be 'stdout' or 'stderr', not %r" % (stream,))
-    manager = process._manager
-    tag = process.tag
-    deadline = None if timeout is None else time.monotonic() + timeout
-    cursor = offset
-    pending = ""
-    recent: Deque[str] = collections.deque(maxlen=CONTEXT_LINES)
-
-    def remaining() -> float:
-        if deadline is None:
-            return POLL_SLICE
-        return min(POLL_SLICE, deadline - time.monotonic())
-
-    def search(lines: List[str]) -> Optional["re.Match[str]"]:
-        for line in lines:
-            if line.endswith("\r"):
-                line = line[:-1]
-            recent.append(line[:200])
-            m = rx.search(line)
-            if m is not None:
-                return m
-        return None
-
-    def timed_out() -> ProcMgrTimeoutError:
-        return ProcMgrTimeoutError(
-            "no line of %s of %r matched %r within %s s; last lines: %r"
-            % (stream, tag, rx.pattern, timeout, _context(recent)),
-            tag=tag,
-            output=_context(recent),
-        )
-
-    def ended(why: str, rc: Optional[int]) -> OutputEndedError:
-        return OutputEndedError(
-            "%s of %r ended before a line matched %r: %s; last lines: %r"
-            % (stream, tag, rx.pattern, why, _context(recent)),
-            tag=tag,
-            returncode=rc,
-            output=_context(recent),
-        )
-
-    eof_pid = None  # the run whose EOF we saw last
-    looked = False  # a timeout of 0 still looks once
-    while True:
-        left = remaining()
-        if left <= 0 and looked:
-            raise timed_out()
-        looked = True
-        seq0 = manager._tag_event_seq(tag)
-        try:
-            chunk = process.read_output(stream, offset=cursor, wait=max(0.0, left))
-        except NoSuchTagError as exc:
-            raise ended("the tool was stopped (its tag was released)", process._info.returncode) from exc
-        cursor = chunk.offset
-        text = pending + chunk.data  # type: ignore[operator]
-        lines = text.split("\n")
-        pending = lines.pop()
-        if len(pending) > MAX_LINE:
-            lines.append(pending)
-            pending = ""
-        m = search(lines)
-        if m is not None:
-            return m
-        if not chunk.eof:
-            eof_pid = None
-            continue
-        # End of the current run's stream: its last line may lack a newline.
-        if pending:
-            m = search([pending])
-            pending = ""
-            if m is not None:
-                return m
-        # Will a restart bring more output?
-        try:
-            info = process.info()
-        except NoSuchTagError as exc:
-            raise ended("the tool was stopped (its tag was released)", process._info.returncode) from exc
-        if info.state == "fatal":
-            raise ended("the tool is fatal (its restart policy gave up)", info.returncode)
-        if info.alive:
-            if eof_pid != info.pid:
-                # A run that was just restarted may not have its stream
-                # reopened yet (that takes microseconds): look once more.
-                eof_pid = info.pid
-                time.sleep(0.005)
-                continue
-            # This run closed its stream but still runs: wait for it to change.
-        else:
-            eof_pid = info.pid
-            if not manager._restart_pending(process, info):
-                raise ended("the tool exited (returncode %s)" % info.returncode, info.returncode)
-        # Wait for the next state change of the tool (a restart, an exit).
-        left = remaining()
-        if left <= 0:
-            raise timed_out()
-        manager._wait_tag_event(tag, seq0, left)

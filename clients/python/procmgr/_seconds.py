@@ -4,6 +4,8 @@ Every duration the client accepts -- timeout, stop_timeout, a ready timeout,
 restart window and backoff, read_output's wait -- goes through ``seconds``:
 absent (None) means the default, 0 means zero, and NaN, infinities, negative
 numbers, bools and non-numbers raise ValueError before anything is sent.
+A duration sent to the sidecar is also at most MAX_SECONDS (``sent=True``);
+a wait the client times itself has no upper bound.
 """
 
 from __future__ import annotations
@@ -11,17 +13,17 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-__all__ = ["seconds", "MAX_SECONDS"]
+__all__ = ["seconds", "optional_seconds", "MAX_SECONDS"]
 
 #: The longest duration the protocol accepts (seconds).
 MAX_SECONDS = 86400.0
 
 
-def seconds(value: Any, what: str, maximum: Optional[float] = None) -> float:
+def seconds(value: Any, what: str, sent: bool = False) -> float:
     """``value`` as a float number of seconds, or ValueError naming ``what``.
 
-    ``maximum``: the largest value accepted (the protocol's MAX_SECONDS for a
-    duration that is sent; None for a wait the client times itself).
+    ``sent``: the value goes to the sidecar, so it is at most MAX_SECONDS
+    (else it is a wait the client times itself, without upper bound).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("%s must be a number of seconds, not %r" % (what, value))
@@ -31,6 +33,11 @@ def seconds(value: Any, what: str, maximum: Optional[float] = None) -> float:
             "%s must be a finite, non-negative number of seconds (0 means zero), not %r"
             % (what, value)
         )
-    if maximum is not None and f > maximum:
-        raise ValueError("%s must be at most %d seconds, not %r" % (what, maximum, value))
+    if sent and f > MAX_SECONDS:
+        raise ValueError("%s must be at most %d seconds, not %r" % (what, MAX_SECONDS, value))
     return f
+
+
+def optional_seconds(value: Any, what: str, sent: bool = False) -> Optional[float]:
+    """``seconds(value, ...)``, or None when ``value`` is None (absent: the default)."""
+    return None if value is None else seconds(value, what, sent)

@@ -1,6 +1,7 @@
-"""What each tool costs: Process.stats(), ProcessManager.table() and their displays.
+"""What each tool costs: the results of Process.stats() and ProcessManager.table(), and their displays.
 
-The figures are the sidecar's ``stats`` (docs/protocol.md): a tool's whole
+The calls themselves are the Process's and the manager's; this module only
+shapes and renders what they got.  The figures are the sidecar's ``stats`` (docs/protocol.md): a tool's whole
 tree, the main process with every descendant the sidecar attributes to it.
 A table renders as aligned text (``print(procmgr.table())``) and, in
 Jupyter, as an HTML table (``_repr_html_``: escaped, no JavaScript).
@@ -10,15 +11,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
-from ._errors import NoSuchTagError, ProcMgrError
 from ._info import ProcessInfo
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._manager import Process, ProcessManager
-
-__all__ = ["ProcessStats", "TableRow", "ProcessTable", "format_bytes", "format_seconds"]
+__all__ = [
+    "ProcessStats", "TableRow", "ProcessTable", "format_bytes", "format_seconds", "row_html", "plain_html",
+]
 
 
 @dataclass(frozen=True)
@@ -218,56 +217,13 @@ def render_html(rows: Sequence[Tuple[str, ...]], caption: str = "") -> str:
     return "".join(parts)
 
 
-def _plain_html(text: str) -> str:
+def plain_html(text: str) -> str:
+    """``text`` (a repr, an error) as escaped, preformatted HTML."""
     return "<pre>%s</pre>" % html.escape(text)
 
 
-# -- the calls (hooks of ProcessManager and Process) ------------------------------------
-
-
-def process_stats(proc: "Process") -> ProcessStats:
-    """``Process.stats()``: one ``stats`` call for the tool's tag."""
-    manager = proc._manager
-    manager._check(proc)
-    try:
-        result = manager._call("stats", {"tag": proc.tag})
-    except NoSuchTagError:
-        manager._release(proc)
-        raise
-    return ProcessStats.from_json(result)
-
-
-def table(manager: "ProcessManager") -> ProcessTable:
-    """``ProcessManager.table()``: one ``list`` {stats: true} call."""
-    result = manager._call("list", {"stats": True})
-    rows = []
-    for item in result or ():
-        info = ProcessInfo.from_json(item)
-        manager._adopt(info, register=True)
-        rows.append(TableRow.of(info, ProcessStats.from_json(item.get("stats"))))
-    return ProcessTable(rows)
-
-
-def manager_html(manager: "ProcessManager") -> str:
-    """``ProcessManager._repr_html_``: its table, without starting a sidecar
-    that is not running (the lazy default manager) and without raising."""
-    if manager._sidecar is None or manager._closed or manager._foreign_pid is not None:
-        return _plain_html(repr(manager))
-    try:
-        return table(manager)._repr_html_()
-    except ProcMgrError as e:
-        return _plain_html("%r: %s" % (manager, e))
-
-
-def process_html(proc: "Process") -> str:
+def row_html(info: ProcessInfo, stats: ProcessStats) -> str:
     """``Process._repr_html_``: a one-row table of the tool."""
-    if proc._released:
-        return _plain_html(repr(proc))
-    try:
-        info = proc.info()
-        stats = proc.stats()
-    except ProcMgrError:
-        return _plain_html(repr(proc))
     return render_html([_cells(TableRow.of(info, stats))])
 
 

@@ -3,15 +3,18 @@
 One ``Sidecar`` owns one ``procmgr`` process: it spawns it, writes requests to
 its stdin (one JSON object per line), and runs two daemon threads:
 
-* the reader matches replies to pending calls by id and hands ``exited``
-  notifications to the manager (which only updates caches there);
-* the dispatcher runs user callbacks, so a slow callback never delays a reply.
+* the reader matches replies to pending calls by id and hands every
+  notification (``state`` and ``exited``) to ``on_notification`` -- the
+  manager's _events.py, which only updates caches there;
+* the dispatcher runs what that handler queued with ``dispatch`` (the user's
+  on_exit and on_state callbacks), so a slow callback never delays a reply.
 
 Every call waits a bounded time.  When the sidecar dies (EOF on its stdout, or
 the process is gone) every pending call and every later call raises
 SidecarError at once, naming the sidecar's log file.
 
-This module knows nothing of tools: see _manager.py for the API.
+This module knows nothing of tools: see _session.py for who starts a Sidecar
+and _manager.py for the API.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ._errors import ProcMgrError, SidecarError, error_from_rpc
-from ._seconds import MAX_SECONDS, seconds
+from ._seconds import seconds
 
 __all__ = ["Sidecar", "PROTOCOL_VERSION"]
 
@@ -166,10 +169,10 @@ class Sidecar:
             args += ["--stop-timeout", _seconds(stop_timeout)]
         try:
             # The sidecar's environment, kept so that creates send only how
-            # the host's environment differs from it (see ProcessManager.create).
+            # the host's environment differs from it (see _params.py).
             self.environ = dict(os.environ)
             # (snapshot of os.environ's encoded mapping, host environ, delta):
-            # see ProcessManager.create's _host_environ.
+            # see _params.host_environ.
             self.env_cache: Optional[tuple] = None
             with open(self.stderr_path, "wb") as stderr_file:
                 self._popen = subprocess.Popen(
@@ -467,7 +470,7 @@ class Sidecar:
             try:
                 fn()
             except Exception:
-                logger.exception("procmgr: an on_exit callback raised")
+                logger.exception("procmgr: a queued notification handler raised")
 
     def _die(self, reason: Optional[str]) -> None:
         """The connection is gone: fail every pending call and refuse new ones."""
@@ -598,5 +601,6 @@ class Sidecar:
 
 
 def _seconds(value: float) -> str:
-    f = seconds(value, "stop_timeout", MAX_SECONDS)
+    """``--stop-timeout``'s argument: the checked seconds, without a needless ".0"."""
+    f = seconds(value, "stop_timeout", sent=True)
     return repr(f) if not f.is_integer() else str(int(f))

@@ -262,7 +262,7 @@ class LookupTest(ManagerTestCase):
         self.assertIsNone(self.pm.fetch("nope"))
         # the raw protocol's -32002 surfaces as NoSuchTagError
         with self.assertRaises(NoSuchTagError) as cm:
-            self.pm._call("stop", {"tag": "nope"})
+            self.pm._session.call("stop", {"tag": "nope"})
         self.assertEqual(cm.exception.code, -32002)
         self.assertEqual(cm.exception.tag, "nope")
 

@@ -738,7 +738,7 @@ class EventsTest(ManagerTestCase):
         fake = {"tag": "ghost", "state": "exited", "seq": 3,
                 "info": {"tag": "ghost", "pid": 0, "state": "exited", "alive": False}}
         with self.assertLogs("procmgr", "WARNING") as logs:
-            self.pm._handle_notification(sc, "state", fake)
+            self.pm._events.handle(sc, "state", fake)
         self.assertEqual(self.pm.missed_events, 2)
         self.assertEqual(self.pm.last_event_seq, 3)
         self.assertIn("missed 2 state event", "\n".join(logs.output))

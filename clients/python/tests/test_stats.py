@@ -176,7 +176,7 @@ class StatsTest(ManagerTestCase):
 
     def test_unknown_or_released_tag_is_no_such_tag(self):
         with self.assertRaises(NoSuchTagError) as cm:
-            self.pm._call("stats", {"tag": "nope"})
+            self.pm._session.call("stats", {"tag": "nope"})
         self.assertEqual(cm.exception.code, -32002)
         p = self.pm.create(self.tag(), ["/bin/sleep", "1000"])
         p.stop()
