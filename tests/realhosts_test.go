@@ -342,8 +342,29 @@ func TestDaemonToolFollowsThePidFile(t *testing.T) {
 	if ev.Pid != want {
 		t.Fatalf("followed pid %d, pid file says %d", ev.Pid, want)
 	}
-	ids := sessionMembers(toolSessionOf(t, sc))
-	sc.Stop(ctxT(t), client.StopParams{Tag: "pf"})
+	// Both survivors as the OS shows them, the followed daemon among them
+	// (with none found, the check after stop would hold for nothing).
+	session := toolSessionOf(t, sc)
+	var ids []procID
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ids = sessionMembers(session)
+		sleeps, followed := 0, false
+		for _, id := range ids {
+			if st, err := readStat(id.Pid); err == nil && st.Comm == "sleep" {
+				sleeps++
+			}
+			followed = followed || id.Pid == ev.Pid
+		}
+		if followed && sleeps == 2 && len(ids) == 2 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("waited 20s for the followed daemon %d and its sibling, both exec'd, as the session's only processes:\n%s", ev.Pid, list(ids))
+		}
+	}
+	if _, err := sc.Stop(ctxT(t), client.StopParams{Tag: "pf"}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
 	assertGoneNow(t, "both daemons after stop", ids)
 }
 
