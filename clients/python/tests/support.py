@@ -107,6 +107,14 @@ def running(pid: int) -> bool:
     return st is not None and st["state"] not in ("Z", "X", "x")
 
 
+def ignores_signal(pid: int, sig: int) -> bool:
+    """/proc/<pid>/status says ``pid`` ignores ``sig`` (SigIgn)."""
+    for line in read_file("/proc/%d/status" % pid).splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
+
+
 def children(pid: int) -> List[int]:
     out: List[int] = []
     try:
