@@ -77,13 +77,14 @@ type chaosTool struct {
 
 // chaosEvent is one line a host writes on its stdout as it goes.
 type chaosEvent struct {
-	Ev       string   `json:"ev"` // started, hello, creating, created, stopping, stopped, idle, error
-	Pid      int      `json:"pid,omitempty"`
-	Session  string   `json:"session,omitempty"`
-	Watchdog int      `json:"watchdog,omitempty"`
-	Features []string `json:"features,omitempty"`
-	Tag      string   `json:"tag,omitempty"`
-	Err      string   `json:"err,omitempty"`
+	Ev       string       `json:"ev"` // started, hello, creating, created, stopping, stopped, idle, error
+	Pid      int          `json:"pid,omitempty"`
+	Session  string       `json:"session,omitempty"`
+	Watchdog int          `json:"watchdog,omitempty"`
+	Features []string     `json:"features,omitempty"`
+	Cgroup   *helloCgroup `json:"cgroup,omitempty"` // hello's
+	Tag      string       `json:"tag,omitempty"`
+	Err      string       `json:"err,omitempty"`
 }
 
 // chaosHostMain is the trial host: it starts the sidecar as its child (the Go
@@ -133,14 +134,15 @@ func chaosHostMain(planJSON string) int {
 	}
 	emit(chaosEvent{Ev: "started", Pid: pid})
 	var hello struct {
-		Session     string   `json:"session"`
-		WatchdogPid int      `json:"watchdog_pid"`
-		Features    []string `json:"features"`
+		Session     string       `json:"session"`
+		WatchdogPid int          `json:"watchdog_pid"`
+		Features    []string     `json:"features"`
+		Cgroup      *helloCgroup `json:"cgroup"`
 	}
 	if err := call("hello", nil, &hello); err != nil {
 		return fail(fmt.Errorf("hello: %w", err))
 	}
-	emit(chaosEvent{Ev: "hello", Pid: pid, Session: hello.Session, Watchdog: hello.WatchdogPid, Features: hello.Features})
+	emit(chaosEvent{Ev: "hello", Pid: pid, Session: hello.Session, Watchdog: hello.WatchdogPid, Features: hello.Features, Cgroup: hello.Cgroup})
 	for _, tl := range plan.Tools {
 		emit(chaosEvent{Ev: "creating", Tag: tl.Tag})
 		var info client.ProcessInfo

@@ -162,3 +162,68 @@ func cgroup2Mount(t *testing.T) string {
 	t.Fatal("no cgroup2 mount")
 	return ""
 }
+
+// wantCgroupMode checks, from hello and from the kernel, that sc runs in the
+// containment mode a test was written for, and fails the test at once if not:
+// a "cgroup" subtest run without cgroups would test the other mode twice and
+// pass. pids are live processes of sc's tools.
+func wantCgroupMode(t *testing.T, sc *sidecar, on bool, pids ...int) {
+	t.Helper()
+	checkCgroupMode(t, helloCgroupOf(t, sc), helloOf(t, sc).Session, sc.Pid(), on, pids)
+}
+
+// checkCgroupMode checks a session's containment mode from its hello (cg,
+// session) and the kernel. With on: hello says on and names the session's
+// directory below this process's cgroup (where a sidecar started from here
+// makes it), that directory exists, and /proc/<pid>/cgroup puts each of pids
+// in an existing cgroup below it (one of its tool's). With !on: hello says
+// off, and each of pids is in the sidecar's own cgroup. On a machine where
+// cgroup mode cannot be on (no writable cgroup v2), a cgroup subtest fails
+// here, loudly: it must not pass as a second no-cgroup run.
+func checkCgroupMode(t *testing.T, cg helloCgroup, session string, sidecarPid int, on bool, pids []int) {
+	t.Helper()
+	if cg.On == nil || *cg.On != on {
+		t.Fatalf("this test needs cgroup mode on=%v; hello says on=%v dir=%q reason=%q (a cgroup v2 this process may write: %v, at %q)",
+			on, show(cg.On), cg.Dir, cg.Reason, cgroupWritable(), cgroupRoot)
+	}
+	if on {
+		if want := filepath.Join(cgroupRoot, "procmgr-"+session); cg.Dir != want {
+			t.Fatalf("hello names session cgroup %q, want %q (session %s, below this process's cgroup)", cg.Dir, want, session)
+		}
+		if fi, err := os.Stat(cg.Dir); err != nil || !fi.IsDir() {
+			t.Fatalf("session cgroup %s: %v", cg.Dir, err)
+		}
+	}
+	own := cgroupOf(t, sidecarPid)
+	for _, pid := range pids {
+		dir := cgroupOf(t, pid)
+		if !on {
+			if dir != own {
+				t.Fatalf("without cgroup mode the kernel has tool process %d in cgroup %s, the sidecar in %s", pid, dir, own)
+			}
+			continue
+		}
+		if !strings.HasPrefix(dir, cg.Dir+"/") {
+			t.Fatalf("the kernel has tool process %d in cgroup %s, not below the session's %s: %s", pid, dir, cg.Dir, describe(pid))
+		}
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			t.Fatalf("cgroup %s of tool process %d: %v", dir, pid, err)
+		}
+	}
+}
+
+// cgroupOf is the directory of pid's cgroup v2 as /proc/<pid>/cgroup names it.
+func cgroupOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatalf("cgroup of %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return filepath.Join(cgroup2Mount(t), p)
+		}
+	}
+	t.Fatalf("process %d is in no cgroup v2: %q", pid, b)
+	return ""
+}

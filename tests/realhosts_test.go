@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,6 +51,35 @@ func wantNotReady(t *testing.T, what string, err error) (*client.RPCError, notRe
 		t.Fatalf("%s: error.data %s: %v", what, re.Data, err)
 	}
 	return re, d
+}
+
+// assertNotReadyToolGone checks, right after a -32005 for tag, what the OS
+// says of the tool that create started (the "started" event names it): a
+// -32005 is answered once the tool was stopped. Nothing may be left of it:
+// no process in its group (its children included; an unreaped zombie
+// counts), nothing at its pid that is the sidecar's child (the tool
+// unreaped; another process may have its pid by now), and no process that
+// carries the session's and tag's marks (a child that left the group).
+func assertNotReadyToolGone(t *testing.T, sc *sidecar, tag string) {
+	t.Helper()
+	h := helloOf(t, sc)
+	started := awaitState(t, sc, tag, "started")
+	if started.Pid <= 1 || started.Pgid <= 1 {
+		t.Fatalf("started event of %q names pid %d group %d", tag, started.Pid, started.Pgid)
+	}
+	if left := groupMembers(started.Pgid); len(left) > 0 {
+		t.Errorf("after -32005 for %q: its group %d still has:\n%s", tag, started.Pgid, list(left))
+	}
+	if err := syscall.Kill(started.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+		if st, err := readStat(started.Pid); err == nil && st.Ppid == sc.Pid() && started.Pid != h.WatchdogPid {
+			t.Errorf("after -32005 for %q: its pid is still the sidecar's child: %s", tag, describe(started.Pid))
+		}
+	}
+	for _, id := range sessionMembers(h.Session) {
+		if env, err := environ(id.Pid); err == nil && env["PROCMGR_TAG"] == tag {
+			t.Errorf("after -32005 for %q: a process of it remains: %s", tag, describe(id.Pid))
+		}
+	}
 }
 
 // awaitState reads notifications until a `state` one of tag in state kind
@@ -129,6 +159,7 @@ func TestReadyTCPHeldByAnotherProcessDoesNotCount(t *testing.T) {
 	if running, _ := sc.Running(ctxT(t), "late"); running {
 		t.Errorf("tag still held after the not-ready create")
 	}
+	assertNotReadyToolGone(t, sc, "late")
 }
 
 func TestReadyTCPHoldsWhenAToolDescendantListens(t *testing.T) {
@@ -311,8 +342,29 @@ func TestDaemonToolFollowsThePidFile(t *testing.T) {
 	if ev.Pid != want {
 		t.Fatalf("followed pid %d, pid file says %d", ev.Pid, want)
 	}
-	ids := sessionMembers(toolSessionOf(t, sc))
-	sc.Stop(ctxT(t), client.StopParams{Tag: "pf"})
+	// Both survivors as the OS shows them, the followed daemon among them
+	// (with none found, the check after stop would hold for nothing).
+	session := toolSessionOf(t, sc)
+	var ids []procID
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ids = sessionMembers(session)
+		sleeps, followed := 0, false
+		for _, id := range ids {
+			if st, err := readStat(id.Pid); err == nil && st.Comm == "sleep" {
+				sleeps++
+			}
+			followed = followed || id.Pid == ev.Pid
+		}
+		if followed && sleeps == 2 && len(ids) == 2 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("waited 20s for the followed daemon %d and its sibling, both exec'd, as the session's only processes:\n%s", ev.Pid, list(ids))
+		}
+	}
+	if _, err := sc.Stop(ctxT(t), client.StopParams{Tag: "pf"}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
 	assertGoneNow(t, "both daemons after stop", ids)
 }
 
@@ -555,6 +607,7 @@ func TestZeroTimeoutsMeanZero(t *testing.T) {
 	_, err = sc.createRaw(ctxT(t), map[string]any{"tag": "r0", "argv": sh("sleep 0.5; touch ready; sleep 600"),
 		"cwd": t.TempDir(), "ready": map[string]any{"path": "ready", "timeout": 0}})
 	wantNotReady(t, "ready timeout 0", err)
+	assertNotReadyToolGone(t, sc, "r0")
 	// restart {window: 0}: no restart counts against max_restarts.
 	_, err = sc.createRaw(ctxT(t), map[string]any{"tag": "w0", "argv": sh("exit 1"), "restart": map[string]any{
 		"policy": "always", "max_restarts": 1, "window": 0, "backoff": map[string]any{"initial": 0, "max": 0}}})

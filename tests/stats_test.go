@@ -101,12 +101,14 @@ func sortedCopy(p []int) []int {
 
 // inCgroupModes runs test in parallel against a sidecar in each containment
 // mode: membership then comes from the cgroup, or from the group and marks.
-func inCgroupModes(t *testing.T, test func(*testing.T, *sidecar)) {
+// test is told the mode, to check with wantCgroupMode that its tool's
+// processes really are in it.
+func inCgroupModes(t *testing.T, test func(t *testing.T, sc *sidecar, cgroupOn bool)) {
 	t.Parallel()
 	for _, mode := range cgroupModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			test(t, startSidecar(t, mode.args...))
+			test(t, startSidecar(t, mode.args...), mode.cgroup)
 		})
 	}
 }
@@ -160,7 +162,7 @@ func TestStatsCountMemoryOfTheWholeTree(t *testing.T) {
 	inCgroupModes(t, statsCountMemoryOfTheWholeTree)
 }
 
-func statsCountMemoryOfTheWholeTree(t *testing.T, sc *sidecar) {
+func statsCountMemoryOfTheWholeTree(t *testing.T, sc *sidecar, cgroupOn bool) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +187,7 @@ func statsCountMemoryOfTheWholeTree(t *testing.T, sc *sidecar) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	wantCgroupMode(t, sc, cgroupOn, info.Pid, child)
 	if kb, err := statusKB(child, "RssAnon"); err != nil || kb < mib<<10 {
 		t.Fatalf("child %d: RssAnon %d kB, %v; want >= %d MiB", child, kb, err, mib)
 	}
@@ -252,7 +255,7 @@ func TestStatsAfterExitShowNoProcessAndTheRunsTotals(t *testing.T) {
 	inCgroupModes(t, statsAfterExitShowNoProcessAndTheRunsTotals)
 }
 
-func statsAfterExitShowNoProcessAndTheRunsTotals(t *testing.T, sc *sidecar) {
+func statsAfterExitShowNoProcessAndTheRunsTotals(t *testing.T, sc *sidecar, cgroupOn bool) {
 	ctx := ctxT(t)
 	flag := filepath.Join(t.TempDir(), "done")
 	// Two busy processes until the flag file exists; the main one waits for its child.
@@ -264,6 +267,7 @@ func statsAfterExitShowNoProcessAndTheRunsTotals(t *testing.T, sc *sidecar) {
 	})
 	// Let the OS show them past the last sample (which the figure after
 	// exit must not fall back to), then end them.
+	wantCgroupMode(t, sc, cgroupOn, running.Pids...)
 	burnt := awaitCPU(t, running.Pids, *running.CPUSeconds+0.05)
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -303,7 +307,7 @@ func TestStatsKeepCPUOfAnOrphanTheSidecarReaped(t *testing.T) {
 	inCgroupModes(t, statsKeepCPUOfAnOrphanTheSidecarReaped)
 }
 
-func statsKeepCPUOfAnOrphanTheSidecarReaped(t *testing.T, sc *sidecar) {
+func statsKeepCPUOfAnOrphanTheSidecarReaped(t *testing.T, sc *sidecar, cgroupOn bool) {
 	ctx := ctxT(t)
 	flag := filepath.Join(t.TempDir(), "done")
 	info := sc.create(client.CreateParams{Tag: "orphan", Env: map[string]string{"F": flag},
@@ -318,6 +322,7 @@ func statsKeepCPUOfAnOrphanTheSidecarReaped(t *testing.T, sc *sidecar) {
 	if st, err := readStat(orphan.Pid); err != nil || st.Pgid != info.Pgid {
 		t.Fatalf("member %d is not of the tool's group %d (%+v, %v)", orphan.Pid, info.Pgid, st, err)
 	}
+	wantCgroupMode(t, sc, cgroupOn, orphan.Pid)
 	burnt := awaitCPU(t, seen.Pids, *seen.CPUSeconds+0.05)
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -71,7 +71,10 @@ func TestClosingStdinEndsTheSessionWhileStdoutIsUnread(t *testing.T) {
 }
 
 // The sidecar's log lines share stderr with "inherit" tools; a host that
-// never drains that pipe must not stop the sidecar from replying.
+// never drains that pipe must not stop the sidecar from replying. The test
+// first sees (in /proc) the tool blocked writing to that full pipe, and
+// sees it still blocked, having written no more, after the sidecar's 100
+// logged creates and stops: the pipe was full all along.
 func TestUndrainedStderrNeverBlocksTheSidecar(t *testing.T) {
 	t.Parallel()
 	errR, errW, err := os.Pipe()
@@ -79,10 +82,17 @@ func TestUndrainedStderrNeverBlocksTheSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer errR.Close() // never read: the pipe fills
+	pipe, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", errR.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	sc := startSidecarOpts(t, client.Options{Stderr: errW})
 	errW.Close()
-	// A tool fills the pipe (64 KiB) and blocks on it.
-	sc.create(client.CreateParams{Tag: "filler", Argv: sh("head -c 1000000 /dev/zero >&2; sleep 1000"), Stderr: client.OutputInherit})
+	// The tool writes far more than a pipe holds (64 KiB by default).
+	const size = 1 << 20
+	filler := sc.create(client.CreateParams{Tag: "filler", Argv: sh(fmt.Sprintf("exec head -c %d /dev/zero >&2", size)),
+		Stderr: client.OutputInherit})
+	written := awaitBlockedWrite(t, filler.Pid, pipe, size)
 	// Every create and stop logs a line; none may wait on the full pipe.
 	for i := 0; i < 50; i++ {
 		tag := "t" + strconv.Itoa(i)
@@ -91,9 +101,54 @@ func TestUndrainedStderrNeverBlocksTheSidecar(t *testing.T) {
 			t.Fatalf("stop %s with stderr full: %v", tag, err)
 		}
 	}
+	if again, blocked := blockedWrite(filler.Pid, pipe); !blocked || again != written {
+		t.Fatalf("the pipe did not stay full: the tool wrote %d bytes, then %d (blocked in a write to it now: %v)", written, again, blocked)
+	}
 	if _, err := sc.Stop(ctxT(t), client.StopParams{Tag: "filler", Signal: "SIGKILL"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// awaitBlockedWrite waits until pid is blocked in a write(2) to fd 1, which
+// is pipe (a /proc fd link, "pipe:[inode]"), having written less than size
+// bytes in all: the pipe is full. It returns what pid had written.
+func awaitBlockedWrite(t *testing.T, pid int, pipe string, size int64) int64 {
+	t.Helper()
+	end := time.Now().Add(20 * time.Second)
+	for {
+		written, blocked := blockedWrite(pid, pipe)
+		if blocked && written < size {
+			return written
+		}
+		if time.Now().After(end) {
+			sys, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+			t.Fatalf("waited 20s for tool %d to block writing its %d bytes to the pipe on its fd 1: wrote %d, syscall %q: %s",
+				pid, size, written, strings.TrimSpace(string(sys)), describe(pid))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// blockedWrite reads /proc: the bytes pid has written (io's wchar), and
+// whether it now sleeps in a write(2) to fd 1 and fd 1 is pipe (head
+// writes to stdout, which the tool's shell made its stderr).
+func blockedWrite(pid int, pipe string) (written int64, blocked bool) {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+				written, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	st, err := readStat(pid)
+	sys, err2 := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+	fd1, err3 := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", pid))
+	if err != nil || err2 != nil || err3 != nil || st.State != 'S' || fd1 != pipe {
+		return written, false
+	}
+	// "<number> <arg0> ...", or "running" while on a CPU.
+	f := strings.Fields(string(sys))
+	return written, len(f) > 1 && f[0] == strconv.Itoa(syscall.SYS_WRITE) && f[1] == "0x1"
 }
 
 // Long waits never take the room that stop, signal and lookups need.

@@ -158,10 +158,22 @@ func sessionCgroupGone(t *testing.T, session string) {
 	}
 }
 
+// cgroupModes are the two containment modes; a test run in one checks that
+// the sidecar really is in it (wantCgroupMode).
 var cgroupModes = []struct {
-	name string
-	args []string
-}{{"cgroup", nil}, {"no-cgroup", []string{"--no-cgroup"}}}
+	name   string
+	args   []string
+	cgroup bool
+}{{"cgroup", nil, true}, {"no-cgroup", []string{"--no-cgroup"}, false}}
+
+// pidsOf lists the pids of ids.
+func pidsOf(ids []procID) []int {
+	pids := make([]int, len(ids))
+	for i, id := range ids {
+		pids[i] = id.Pid
+	}
+	return pids
+}
 
 func TestSidecarSIGKILLedLeavesNoDescendant(t *testing.T) {
 	t.Parallel()
@@ -171,6 +183,7 @@ func TestSidecarSIGKILLedLeavesNoDescendant(t *testing.T) {
 			sc := startSidecar(t, mode.args...)
 			wd := watchdogOf(t, sc, helloOf(t, sc))
 			ids, session := startEscapingTrees(t, sc)
+			wantCgroupMode(t, sc, mode.cgroup, pidsOf(ids)...)
 			if err := sc.Kill(); err != nil {
 				t.Fatal(err)
 			}
@@ -290,12 +303,14 @@ func TestSidecarDeathNeverTouchesAnotherLiveSession(t *testing.T) {
 		b := startSidecar(t, mode.args...)
 		watchdogOf(t, b, helloOf(t, b))
 		bIDs, _ := startEscapingTrees(t, b)
+		wantCgroupMode(t, b, mode.cgroup, pidsOf(bIDs)...)
 		b.Kill()
 		b.Wait()
 		waitGone(t, "the SIGKILLed sidecar's session", graceMargin, bIDs)
 		c := startSidecar(t, mode.args...)
 		watchdogOf(t, c, helloOf(t, c))
 		cIDs, _ := startEscapingTrees(t, c)
+		wantCgroupMode(t, c, mode.cgroup, pidsOf(cIDs)...)
 		if err := c.Close(); err != nil {
 			t.Errorf("close: %v", err)
 		}
@@ -409,11 +424,15 @@ func TestHostAndSidecarSIGKILLedTogetherLeaveNothing(t *testing.T) {
 				t.Parallel()
 				cmd, events, waited := startChaosHost(t, chaosPlan{Args: mode.args, Raw: raw, Tools: tools})
 				var session string
+				var cg helloCgroup
 				var ids []procID
 				for _, e := range events {
 					switch e.Ev {
 					case "hello":
 						session = e.Session
+						if e.Cgroup != nil {
+							cg = *e.Cgroup
+						}
 						ids = append(ids, mustIdentify(t, e.Pid), mustIdentify(t, e.Watchdog))
 					case "created":
 						if e.Tag != "double-fork-daemon" { // exits at once by design
@@ -429,7 +448,9 @@ func TestHostAndSidecarSIGKILLedTogetherLeaveNothing(t *testing.T) {
 					}
 					time.Sleep(10 * time.Millisecond)
 				}
-				ids = append(ids, sessionMembers(session)...)
+				members := sessionMembers(session)
+				checkCgroupMode(t, cg, session, ids[0].Pid, mode.cgroup, pidsOf(members))
+				ids = append(ids, members...)
 				host := cmd.Process.Pid
 				if raw {
 					if st, err := readStat(host); err != nil || st.Pgid != host || host <= 1 || host == syscall.Getpgrp() {

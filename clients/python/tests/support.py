@@ -71,6 +71,10 @@ def stat(pid: int) -> Optional[Dict[str, object]]:
     }
 
 
+#: The comm (/proc/<pid>/stat) of a sidecar: its binary's name, as the kernel cuts it.
+SIDECAR_COMM = os.path.basename(BIN)[:15]
+
+
 class Proc:
     """A process identity that survives pid reuse: (pid, start time)."""
 
@@ -80,21 +84,45 @@ class Proc:
         self.starttime = st["starttime"] if st else None
         self.comm = st["comm"] if st else "?"
 
-    def running(self) -> bool:
-        """True if this very process exists and is not a zombie."""
+    def state(self) -> str:
+        """What /proc/<pid>/stat says of this very process: ``"running"``
+        (any state but Z/X: also sleeping, stopped, ...), ``"zombie:<ppid>"``
+        (it exited and its parent ppid has not reaped it yet) or ``"gone"``
+        (no such process, or its pid now names another one)."""
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
-            return False
+            return "gone"
         except PermissionError:  # pragma: no cover - we are root
             pass
         st = stat(self.pid)
         if st is None or st["starttime"] != self.starttime:
+            return "gone"
+        if st["state"] in ("Z", "X", "x"):
+            return "zombie:%d" % st["ppid"]
+        return "running"
+
+    def running(self) -> bool:
+        """True if this very process exists and is not a zombie. A zombie is
+        not running, but it is not gone either: see state() and gone()."""
+        return self.state() == "running"
+
+    def gone(self) -> bool:
+        """True once this process has exited and procmgr owes it nothing: it
+        is reaped, or it is a zombie whose parent is no procmgr sidecar (this
+        test, a host script, a kernel manager: reaping it is their business,
+        often done later). A zombie of a sidecar is not gone: the sidecar
+        must reap its tools and the orphans it adopts as subreaper."""
+        state = self.state()
+        if state == "gone":
+            return True
+        if not state.startswith("zombie:"):
             return False
-        return st["state"] not in ("Z", "X", "x")
+        parent = stat(int(state.split(":")[1]))
+        return parent is None or parent["comm"] != SIDECAR_COMM
 
     def __repr__(self) -> str:
-        return "%d(%s)" % (self.pid, self.comm)
+        return "%d(%s, %s)" % (self.pid, self.comm, self.state())
 
 
 def running(pid: int) -> bool:
@@ -105,6 +133,14 @@ def running(pid: int) -> bool:
         return False
     st = stat(pid)
     return st is not None and st["state"] not in ("Z", "X", "x")
+
+
+def ignores_signal(pid: int, sig: int) -> bool:
+    """/proc/<pid>/status says ``pid`` ignores ``sig`` (SigIgn)."""
+    for line in read_file("/proc/%d/status" % pid).splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
 
 
 def children(pid: int) -> List[int]:
@@ -209,10 +245,12 @@ def wait_until(pred, timeout: float = DEADLINE, interval: float = 0.02) -> bool:
 
 
 def wait_gone(procs: Iterable[Proc], timeout: float = DEADLINE) -> List[Proc]:
-    """Wait until none of ``procs`` runs; return the ones still running at the deadline."""
+    """Wait until every one of ``procs`` is gone (Proc.gone: reaped, or a
+    zombie no sidecar owes a reaping); return those that are not at the
+    deadline, their repr saying running or zombie and whose."""
     procs = list(procs)
-    wait_until(lambda: not any(p.running() for p in procs), timeout)
-    return [p for p in procs if p.running()]
+    wait_until(lambda: all(p.gone() for p in procs), timeout)
+    return [p for p in procs if not p.gone()]
 
 
 def leftovers() -> List[Tuple[int, str, bool]]:

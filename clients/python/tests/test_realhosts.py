@@ -293,10 +293,19 @@ class WatchdogStopsGentlyTest(support.SidecarTestCase):
         self.assertTrue(os.path.exists(cleaned), "the watchdog SIGKILLed a tool that traps SIGTERM")
 
     def test_a_daemonized_tool_that_ignores_sigterm_is_still_killed(self) -> None:
+        work = tempfile.mkdtemp(prefix="procmgr-stubborn-")
+        self.addCleanup(shutil.rmtree, work, True)
+        pidfile = os.path.join(work, "pid")
         pm = ProcessManager(BIN)
         self.addCleanup(pm.shutdown)
-        p = pm.create("t", ["sh", "-c", "setsid sh -c \"trap '' TERM; exec sleep 300\" & exec sleep 301"])
-        tree = [Proc(pid) for pid in support.tree_members(p.pid, expect=1)] + [Proc(p.pid)]
+        # The daemon announces its pid once its trap is set: a SIGKILL of the
+        # sidecar before that would test a daemon that SIGTERM ends.
+        daemon = 'trap "" TERM; echo $$ > "$1"; exec sleep 300'
+        p = pm.create("t", ["sh", "-c", 'setsid sh -c "$1" sh "$0" & exec sleep 301', pidfile, daemon])
+        daemon_pid = read_pid(pidfile)
+        self.assertTrue(support.ignores_signal(daemon_pid, signal.SIGTERM), "the daemon does not ignore SIGTERM")
+        self.assertIn(daemon_pid, support.descendants(p.pid), "the announced daemon is not the tool's")
+        tree = [Proc(daemon_pid), Proc(p.pid)]
         os.kill(pm.pid, signal.SIGKILL)
         self.assertEqual(wait_gone(tree), [], "a tool ignoring SIGTERM outlived the watchdog")
 
