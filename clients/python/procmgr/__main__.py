@@ -63,6 +63,7 @@ def check(binary: Optional[str] = None) -> Dict[str, Any]:
         on = "cgroup" in (hello.get("features") or ())
         cgroup = {"on": on} if on else {"on": False, "reason": "unknown (this sidecar's hello does not say)"}
     report["cgroup"] = cgroup
+    report["notes"].extend(cgroup_notes(cgroup))
     if hello.get("version") != __version__:
         report["notes"].append(
             "the sidecar's version %s differs from the client's %s (same protocol, so they work "
@@ -70,6 +71,25 @@ def check(binary: Optional[str] = None) -> Dict[str, Any]:
         )
     report["ok"] = True
     return report
+
+
+# How an ordinary user gets cgroup mode (docs/containment.md): a cgroup v2
+# subtree delegated to them, which systemd gives a scope on request.
+DELEGATE_HINT = (
+    "cgroup mode needs root or a delegated cgroup v2 subtree; as an ordinary user, start "
+    "the host in one: systemd-run --user --scope -p Delegate=yes python3 your_script.py"
+)
+
+
+def cgroup_notes(cgroup: Dict[str, Any], euid: Optional[int] = None) -> List[str]:
+    """What the user can do about cgroup mode being off: for an ordinary
+    user (the check's sidecar is started without --no-cgroup), the hint at
+    a delegated subtree; root has nothing to delegate."""
+    if euid is None:
+        euid = os.geteuid()
+    if not cgroup.get("on") and euid != 0:
+        return [DELEGATE_HINT]
+    return []
 
 
 def _text(r: Dict[str, Any]) -> str:

@@ -207,6 +207,14 @@ class CheckSetupTest(support.SidecarTestCase):
         if not r["cgroup"]["on"]:
             self.assertTrue(r["cgroup"]["reason"])
 
+    def test_an_ordinary_user_without_cgroup_mode_is_told_how_to_get_it(self):
+        from procmgr.__main__ import DELEGATE_HINT, cgroup_notes
+        off = {"on": False, "reason": "not root and no delegated cgroup v2: /sys/fs/cgroup/x is not writable"}
+        self.assertEqual(cgroup_notes(off, euid=1000), [DELEGATE_HINT])
+        self.assertIn("systemd-run --user --scope -p Delegate=yes", DELEGATE_HINT)
+        self.assertEqual(cgroup_notes({"on": True, "dir": "/sys/fs/cgroup/x"}, euid=1000), [])
+        self.assertEqual(cgroup_notes(off, euid=0), [], "root has no subtree to be delegated")
+
     def test_text_report_names_the_binary_and_cgroup_mode(self):
         proc = self.run_main(env=dict(os.environ, PROCMGR_BIN=support.BIN))
         out = proc.stdout.decode()
