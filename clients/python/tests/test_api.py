@@ -314,14 +314,14 @@ class LifecycleTest(ManagerTestCase):
         tool = Proc(p.pid)
         self.assertTrue(support.wait_until(lambda: support.stat(p.pid)["comm"] == "sleep"))
         self.assertEqual(p.stop(timeout=0.3), -signal.SIGKILL)
-        self.assertFalse(tool.running())
+        self.assertTrue(tool.gone(), tool)  # stop answers once it has reaped the tool
 
     def test_per_tool_stop_timeout(self):
         p = self.pm.create(self.tag(), support.IGNORE_TERM, stop_timeout=0.2)
         tool = Proc(p.pid)
         self.assertTrue(support.wait_until(lambda: support.stat(p.pid)["comm"] == "sleep"))
         self.assertEqual(p.stop(), -signal.SIGKILL)
-        self.assertFalse(tool.running())
+        self.assertTrue(tool.gone(), tool)  # stop answers once it has reaped the tool
 
     def test_stop_of_an_exited_tool_releases_the_tag(self):
         p = self.pm.create(self.tag(), ["true"])

@@ -157,7 +157,7 @@ class CaptureTest(ManagerTestCase):
         # the tool would block forever and this wait would time out.
         self.assertEqual(p.wait(60), 0)
         elapsed = time.monotonic() - t0
-        self.assertFalse(tool.running())
+        self.assertTrue(tool.gone(), tool)  # wait answers once the tool is reaped
         t1 = time.monotonic()
         subprocess.run(["seq", "100000000", "109999999"], stdout=subprocess.DEVNULL, check=True)
         alone = time.monotonic() - t1
@@ -549,12 +549,12 @@ class RestartTest(ManagerTestCase):
         self.assertTrue(support.wait_until(lambda: p.info().pid != first.pid and p.is_alive()))
         self.assertEqual(p.restarts, 1)
         self.assertNotEqual(p.pid, first.pid)
-        self.assertFalse(first.running())
+        self.assertTrue(first.gone(), first)  # reaped before the restart
         second = Proc(p.pid)
         self.assertTrue(second.running())
         self.assertIs(self.pm.fetch(self.tag()), p)
         self.assertEqual(p.stop(), -signal.SIGTERM)
-        self.assertFalse(second.running())
+        self.assertTrue(second.gone(), second)
         self.assertFalse(self.pm.running(self.tag()))
 
     def test_restart_after_a_sigkill_signal_runs_normally(self):
@@ -857,7 +857,7 @@ class CasaStyleTest(ManagerTestCase):
         address = bus.wait_for_output(r"^(unix:path=\S+)", offset=seen, timeout=20).group(1)
         forget_socket(address)
         list_names(address)
-        self.assertFalse(first.running())
+        self.assertTrue(first.gone(), first)  # reaped before the restart
         self.assertEqual(bus.restarts, 1)
         bus.stop()
 

@@ -67,10 +67,13 @@ class ThreadsTest(ManagerTestCase):
             t.join(support.DEADLINE * 3)
             self.assertFalse(t.is_alive(), "a thread hung")
         self.assertEqual(errors, [])
-        self.assertFalse(slow_proc.running())
+        self.assertTrue(slow_proc.gone(), slow_proc)
         self.assertEqual(len(created), n_threads * n_rounds)
         for tag, proc in created.items():
-            self.assertEqual(proc.running(), tag not in stopped, tag)
+            if tag in stopped:
+                self.assertTrue(proc.gone(), (tag, proc))
+            else:
+                self.assertTrue(proc.running(), (tag, proc))
         self.assertEqual(
             sorted(p.tag for p in self.pm.list()), sorted(set(created) - stopped)
         )

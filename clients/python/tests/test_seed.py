@@ -161,7 +161,7 @@ class SeedSamplesTest(unittest.TestCase):
         self.assertIs(self.ns["result"], True)
 
         self.run_sample(SAMPLE_STOP)
-        self.assertFalse(tool.running())
+        self.assertTrue(tool.gone(), tool)
         with self.assertRaises(ProcessLookupError):
             os.kill(pid, 0)
         self.run_sample("result = " + sample(SAMPLE_CHECK).strip())
