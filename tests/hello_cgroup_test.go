@@ -90,11 +90,7 @@ func TestHelloSaysWhyCgroupModeIsOffForANonRootSidecar(t *testing.T) {
 	}
 	// A copy every user may execute: the worktree may not be readable by nobody.
 	bin := filepath.Join(t.TempDir(), "procmgr")
-	data, err := os.ReadFile(binary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
+	if err := copyExecutable(binary, bin); err != nil {
 		t.Fatal(err)
 	}
 	for dir := filepath.Dir(bin); dir != os.TempDir() && dir != "/"; dir = filepath.Dir(dir) {

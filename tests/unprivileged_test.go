@@ -99,13 +99,13 @@ func removeOrdinaryUserFiles() {
 	}
 }
 
+// copyExecutable copies from to to, executable by all. The copy is written
+// by a cp child, not by this process: a write fd of ours would be inherited
+// by whatever a parallel test forks at that moment, and exec of the copy
+// fails with ETXTBSY ("text file busy") until that child has exec'd.
 func copyExecutable(from, to string) error {
-	b, err := os.ReadFile(from)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(to, b, 0o755); err != nil {
-		return err
+	if out, err := exec.Command("cp", from, to).CombinedOutput(); err != nil {
+		return fmt.Errorf("cp %s %s: %v: %s", from, to, err, out)
 	}
 	return os.Chmod(to, 0o755) // whatever the umask
 }
