@@ -348,3 +348,60 @@ func TestAbandonedCreateNeverWrittenSendsNoStop(t *testing.T) {
 		t.Errorf("the sidecar received %q, want %q: an unwritten create is neither sent nor stopped", got, want)
 	}
 }
+
+// writeInProgress reports whether a request is being written to the sidecar
+// now (the stream's write lock is held).
+func writeInProgress(c *Client) bool {
+	if c.stream.wmu.TryLock() {
+		c.stream.wmu.Unlock()
+		return false
+	}
+	return true
+}
+
+func TestAbandonedCreateWhoseWriteOutlastsTheStopTimeoutIsStoppedOnceWritten(t *testing.T) {
+	saved := cancelStopTimeout
+	cancelStopTimeout = 50 * time.Millisecond
+	t.Cleanup(func() { cancelStopTimeout = saved })
+	c := startFake(t, 0)
+	if err := c.Call(ctx(t), "stall", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The fake no longer reads: a create larger than the pipe (64 KiB) stalls
+	// in its write until the fake reads again.
+	cctx, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	created := make(chan error, 1)
+	go func() {
+		_, err := c.Create(cctx, CreateParams{Tag: "t", Argv: []string{"x"},
+			Env: map[string]string{"PAD": strings.Repeat("x", 1<<20)}})
+		created <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !writeInProgress(c); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the create never started to be written")
+		}
+	}
+	cancel()
+	select {
+	case err := <-created:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Create = %v, want ctx's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Create did not return within 10 s of its ctx's end while its write stalled")
+	}
+	// The write completes once the fake reads again: the create reaches it,
+	// and a stop for the tag must follow, or the tool would hold the tag.
+	syscall.Kill(c.Pid(), syscall.SIGUSR1)
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); !slices.Contains(got, "stop"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stop reached the sidecar within 10 s of the create's write completing; it received %q", got)
+		}
+		got = slices.DeleteFunc(methodsSeen(t, c), func(m string) bool { return m == "methods" })
+	}
+	if want := []string{"stall", "create", "stop"}; !slices.Equal(got, want) {
+		t.Errorf("the sidecar received %q, want %q", got, want)
+	}
+}

@@ -138,11 +138,15 @@ func (c *Client) Hello(ctx context.Context) (HelloResult, error) {
 
 // Create starts a tool and returns once it has been exec'd. When ctx ends
 // first, Create returns ctx's error, and an abandoned create leaves no tool
-// holding the tag: if the request was written, Create sends a stop for the
-// tag after it (which also ends a readiness wait at once) and waits for it,
-// bounded by CancelStopTimeout; if it was still waiting for its turn to be
-// written, it is not sent at all, and neither is a stop (which could reach
-// the sidecar before the create, and leave the tool running).
+// holding the tag: if the request was written (or is being written), a stop
+// for the tag is sent once the write has completed (which also ends a
+// readiness wait at once). Create waits for that stop and the create's own
+// answer for at most CancelStopTimeout; past that it returns and the stop is
+// still sent, in the background, for as long as the connection lasts: a
+// write that stalls (the sidecar is not reading) must not leave the tool
+// running once it completes. If the create was still waiting for its turn
+// to be written, it is not sent at all, and neither is a stop (which could
+// reach the sidecar before the create, and leave the tool running).
 func (c *Client) Create(ctx context.Context, p CreateParams) (ProcessInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return ProcessInfo{}, err // not sent: nothing to undo
@@ -196,26 +200,54 @@ func (c *Client) Create(ctx context.Context, p CreateParams) (ProcessInfo, error
 	if !wasWriting {
 		return ProcessInfo{}, ctx.Err() // never written: nothing to undo
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CancelStopTimeout)
-	defer cancel()
-	select {
-	case ok := <-written:
-		if !ok {
-			return ProcessInfo{}, ctx.Err() // the write failed: nothing to undo
+	undone := make(chan struct{})
+	go func() {
+		defer close(undone)
+		select {
+		case ok := <-written:
+			if !ok {
+				return // the write failed: nothing to undo
+			}
+		case <-c.conn.DisconnectNotify():
+			return // the sidecar is gone, and its tools with it
 		}
-	case <-sctx.Done():
-		return ProcessInfo{}, ctx.Err()
-	}
-	c.Call(sctx, "stop", tagParams{p.Tag}, nil) // -32002 when it never started: fine
+		sctx, cancel := c.untilGone(context.WithoutCancel(ctx))
+		defer cancel()
+		c.Call(sctx, "stop", tagParams{p.Tag}, nil) // -32002 when it never started: fine
+		select {
+		case <-done: // the create's own answer, now that the stop ended it
+		case <-sctx.Done():
+		}
+	}()
+	t := time.NewTimer(cancelStopTimeout)
+	defer t.Stop()
 	select {
-	case <-done: // the create's own answer, now that the stop ended it
-	case <-sctx.Done():
+	case <-undone:
+	case <-t.C: // the stop goes on without us
 	}
 	return ProcessInfo{}, ctx.Err()
 }
 
-// CancelStopTimeout bounds the stop that Create sends when its ctx ends.
+// untilGone returns a copy of parent that is also done once the connection
+// to the sidecar has ended.
+func (c *Client) untilGone(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		select {
+		case <-c.conn.DisconnectNotify():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// CancelStopTimeout bounds how long Create waits, once its ctx has ended,
+// for the stop that undoes its create (the stop itself is sent regardless).
 const CancelStopTimeout = 30 * time.Second
+
+// cancelStopTimeout is CancelStopTimeout, shortened by tests.
+var cancelStopTimeout = CancelStopTimeout
 
 // Running reports whether tag is in use (true after the tool exited on its
 // own, until Stop releases it).
