@@ -75,7 +75,7 @@ const (
 	// DefaultFileBackups is Capture.FileBackups when none is named.
 	DefaultFileBackups = 3
 	// DefaultReadBytes is the size a read of output asks for when its caller
-	// names none (ReadOutput itself reads up to MaxReadOutput for max 0).
+	// names none (ReadOutput itself reads up to maxReadOutput for max 0).
 	DefaultReadBytes = 1 << 20
 )
 
