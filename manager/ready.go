@@ -15,8 +15,11 @@ import (
 // NotReadyError is how a create's readiness wait failed, with what the tool
 // left to tell why. errors.Is(err, ErrNotReady) holds for it.
 type NotReadyError struct {
-	Tag    string
-	Reason string // "not ready within 4s", "exited before it was ready (exit code 1)", ...
+	Tag string
+	// Detail says why in words, for people: "not ready within 4s",
+	// "exited before it was ready (exit code 1)", ... Code branches on
+	// Exited and Stopped instead (the protocol's reason word is made of them).
+	Detail string
 	// Exited: the main process exited on its own before it was ready; Exit
 	// is how.
 	Exited bool
@@ -38,7 +41,7 @@ const (
 
 func (e *NotReadyError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%v: %q %s", ErrNotReady, e.Tag, e.Reason)
+	fmt.Fprintf(&b, "%v: %q %s", ErrNotReady, e.Tag, e.Detail)
 	switch {
 	case !e.Captured:
 		b.WriteString("; its output is not captured (capture stdout or stderr to see it here)")
@@ -117,21 +120,21 @@ func (m *Manager) awaitReady(ctx context.Context, t *tool, r *run) error {
 				return nil
 			}
 			in := t.info()
-			return &NotReadyError{Tag: t.tag, Reason: fmt.Sprintf("exited before it was ready (%s)", describeExit(in)),
+			return &NotReadyError{Tag: t.tag, Detail: fmt.Sprintf("exited before it was ready (%s)", describeExit(in)),
 				Exited: true, Exit: Exit{Pid: in.Pid, Code: in.ExitCode, Signal: in.Signal, At: in.ExitedAt}}
 		case <-t.stopBegun:
 			timer.Stop()
-			return &NotReadyError{Tag: t.tag, Reason: "was stopped while waiting for readiness", Stopped: true}
+			return &NotReadyError{Tag: t.tag, Detail: "was stopped while waiting for readiness", Stopped: true}
 		case <-ctx.Done():
 			timer.Stop()
 			if check() { // a zero timeout: the one check is the one above
 				return nil
 			}
-			reason := fmt.Sprintf("not ready within %v", timeout)
+			detail := fmt.Sprintf("not ready within %v", timeout)
 			if rd.TCP != "" {
-				reason += m.tcpNotReadyDetail(t, r)
+				detail += m.tcpNotReadyDetail(t, r)
 			}
-			return &NotReadyError{Tag: t.tag, Reason: reason}
+			return &NotReadyError{Tag: t.tag, Detail: detail}
 		case <-changed:
 		case <-timer.C:
 		}

@@ -29,7 +29,7 @@ func TestToRPCErrorGivesEverySentinelItsCodeAndReason(t *testing.T) {
 		{"not captured", fmt.Errorf("%w: %w: stdout", manager.ErrInvalid, manager.ErrNotCaptured), jsonrpc.CodeInvalidParams, "not_captured"},
 		{"stdin closed", fmt.Errorf("%w: %w", manager.ErrInvalid, manager.ErrStdinClosed), jsonrpc.CodeInvalidParams, "stdin_closed"},
 		{"stdin not piped", fmt.Errorf("%w: %w", manager.ErrInvalid, manager.ErrStdinNotPiped), jsonrpc.CodeInvalidParams, "stdin_not_piped"},
-		{"not ready in time", &manager.NotReadyError{Tag: "t", Reason: "not ready within 1s"}, CodeNotReady, "timeout"},
+		{"not ready in time", &manager.NotReadyError{Tag: "t", Detail: "not ready within 1s"}, CodeNotReady, "timeout"},
 		{"exited before ready", &manager.NotReadyError{Tag: "t", Exited: true}, CodeNotReady, "exited"},
 		{"stopped while waiting", &manager.NotReadyError{Tag: "t", Stopped: true}, CodeNotReady, "stopped"},
 		{"stopped wins over exited", &manager.NotReadyError{Tag: "t", Stopped: true, Exited: true}, CodeNotReady, "stopped"},
