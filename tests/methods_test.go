@@ -584,6 +584,9 @@ func TestCreateDuringShutdownFailsWithShuttingDown(t *testing.T) {
 	_, err := sc.Create(ctx, client.CreateParams{Tag: "late", Argv: []string{"/bin/sleep", "1000"}})
 	if re := wantCode(t, "create during shutdown", err, client.CodeShuttingDown); re != nil {
 		wantDataTag(t, re, "late")
+		if re.Reason() != client.ReasonShuttingDown {
+			t.Errorf("create during shutdown: reason %q, want %q", re.Reason(), client.ReasonShuttingDown)
+		}
 	}
 	if err := <-done; err != nil {
 		t.Errorf("shutdown: %v", err)

@@ -484,8 +484,8 @@ func TestStopOfATagWhoseCreateWaitsForReadinessEndsTheWait(t *testing.T) {
 		t.Fatal("create still waiting for readiness after its tag was stopped")
 	}
 	re, d := wantNotReady(t, "create whose tag was stopped", r.err)
-	if !d.Stopped || !strings.Contains(re.Message, "stopped") {
-		t.Errorf("-32005 %q data %+v does not say it was stopped", re.Message, d)
+	if !d.Stopped || re.Reason() != client.ReasonNotReadyStopped || d.Reason != client.ReasonNotReadyStopped {
+		t.Errorf("-32005 %q data %+v does not say it was stopped (reason %q)", re.Message, d, client.ReasonNotReadyStopped)
 	}
 	assertGoneNow(t, "the tool after stop", []procID{id})
 	if running, _ := sc.Running(ctxT(t), "slow"); running {

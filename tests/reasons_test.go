@@ -14,6 +14,10 @@ import (
 // TestEveryErrorNamesItsReason: each kind of error reply carries its stable
 // error.data.reason word (docs/protocol.md, "Errors"), the word clients
 // branch on instead of the message text; errors about a tag also name it.
+// The three that need a scene of their own are checked where it is set up:
+// shutting_down in TestCreateDuringShutdownFailsWithShuttingDown,
+// server_busy in TestPendingWaitsNeverStarveStop, internal_error in
+// rpc/jsonrpc's unit tests (a method that panics or returns a plain error).
 func TestEveryErrorNamesItsReason(t *testing.T) {
 	t.Parallel()
 	r := startRaw(t, false)

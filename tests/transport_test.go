@@ -165,8 +165,8 @@ func TestPendingWaitsNeverStarveStop(t *testing.T) {
 	start := time.Now()
 	r.sendWait([]byte(b.String()))
 	t.Logf("sent in %v", time.Since(start))
-	if m := r.until(`"over"`); m.Error == nil || m.Error.Code != -32000 {
-		t.Fatalf("wait past the bound: %s", m)
+	if m := r.until(`"over"`); m.Error == nil || m.Error.Code != -32000 || m.Error.Reason() != client.ReasonServerBusy {
+		t.Fatalf("wait past the bound: %s, want -32000 with reason %q", m, client.ReasonServerBusy)
 	}
 	if m := r.call(2, "running", map[string]any{"tag": "w"}); string(m.Result) != "true" {
 		t.Fatalf("running with %d waits pending: %s", waits, m)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
@@ -17,8 +18,9 @@ type echoParams struct {
 	Count int    `json:"count"`
 }
 
-// serve runs a Server with an "echo" and a "panic" method over in-memory
-// pipes and returns a writer for input and a reader of reply lines.
+// serve runs a Server with an "echo", a "panic" and a "fail" (a plain error)
+// method over in-memory pipes and returns a writer for input and a reader of
+// reply lines.
 func serve(t *testing.T, framing Framing, max int) (io.WriteCloser, *bufio.Reader) {
 	t.Helper()
 	inR, inW := io.Pipe()
@@ -27,6 +29,7 @@ func serve(t *testing.T, framing Framing, max int) (io.WriteCloser, *bufio.Reade
 	s := NewServer(log, 0)
 	Handle(s, "echo", func(_ context.Context, p echoParams) (echoParams, error) { return p, nil })
 	Handle(s, "panic", func(context.Context, struct{}) (any, error) { panic("boom") })
+	Handle(s, "fail", func(context.Context, struct{}) (any, error) { return nil, errors.New("disk on fire") })
 	stream, err := NewStream(inR, outW, StreamConfig{Framing: framing, MaxMessage: max, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +55,22 @@ type testReply struct {
 	Error  *struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
+		Data    struct {
+			Reason string `json:"reason"`
+		} `json:"data"`
 	} `json:"error"`
+}
+
+// reasons are the protocol's error.data.reason words of the codes this
+// package answers with (docs/protocol.md, "Errors"), written out here rather
+// than taken from DefaultReason, which is under test.
+var reasons = map[int]string{
+	CodeParseError:     "parse_error",
+	CodeInvalidRequest: "invalid_request",
+	CodeMethodNotFound: "method_not_found",
+	CodeInvalidParams:  "invalid_params",
+	CodeInternalError:  "internal_error",
+	CodeServerBusy:     "server_busy",
 }
 
 func readReply(t *testing.T, r *bufio.Reader) testReply {
@@ -102,20 +120,35 @@ func TestBadInputIsAnsweredAndTheConnectionSurvives(t *testing.T) {
 		{"wrong type", `{"jsonrpc":"2.0","id":7,"method":"echo","params":{"count":"3"}}`, CodeInvalidParams, "7"},
 		{"unknown method", `{"jsonrpc":"2.0","id":"s","method":"nope"}`, CodeMethodNotFound, `"s"`},
 		{"handler panic", `{"jsonrpc":"2.0","id":8,"method":"panic"}`, CodeInternalError, "8"},
+		{"handler plain error", `{"jsonrpc":"2.0","id":8,"method":"fail"}`, CodeInternalError, "8"},
 	}
 	w, r := serve(t, FramingLine, 4096)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			io.WriteString(w, c.in+"\n")
 			rep := readReply(t, r)
-			if rep.Error == nil || rep.Error.Code != c.code || string(rep.ID) != c.id {
-				t.Fatalf("testReply %+v (error %+v), want code %d id %s", rep, rep.Error, c.code, c.id)
+			if rep.Error == nil || rep.Error.Code != c.code || string(rep.ID) != c.id || rep.Error.Data.Reason != reasons[c.code] {
+				t.Fatalf("testReply %+v (error %+v), want code %d reason %q id %s", rep, rep.Error, c.code, reasons[c.code], c.id)
 			}
 			io.WriteString(w, `{"jsonrpc":"2.0","id":99,"method":"echo","params":{"text":"still here"}}`+"\n")
 			if rep := readReply(t, r); rep.Error != nil || !strings.Contains(string(rep.Result), "still here") {
 				t.Fatalf("connection did not survive %s: %+v", c.name, rep)
 			}
 		})
+	}
+}
+
+// A method that panics or returns an error other than an *Error is answered
+// -32603 with reason internal_error; a plain error keeps its message.
+func TestPanicsAndPlainErrorsAreInternalErrors(t *testing.T) {
+	w, r := serve(t, FramingLine, 4096)
+	for _, c := range []struct{ method, says string }{{"panic", "boom"}, {"fail", "disk on fire"}} {
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"method":"`+c.method+`"}`+"\n")
+		rep := readReply(t, r)
+		if rep.Error == nil || rep.Error.Code != CodeInternalError || rep.Error.Data.Reason != "internal_error" ||
+			!strings.Contains(rep.Error.Message, c.says) {
+			t.Errorf("%s: error %+v, want -32603 with reason internal_error, saying %q", c.method, rep.Error, c.says)
+		}
 	}
 }
 

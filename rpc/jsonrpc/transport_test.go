@@ -162,8 +162,9 @@ func (h *harness) reply(t *testing.T) (testReply, []byte) {
 func (h *harness) wantError(t *testing.T, code int, id string, msgPart string) {
 	t.Helper()
 	rep, line := h.reply(t)
-	if rep.Error == nil || rep.Error.Code != code || string(rep.ID) != id || !strings.Contains(rep.Error.Message, msgPart) {
-		t.Fatalf("reply %s, want error %d id %s mentioning %q", line, code, id, msgPart)
+	if rep.Error == nil || rep.Error.Code != code || string(rep.ID) != id || !strings.Contains(rep.Error.Message, msgPart) ||
+		rep.Error.Data.Reason != reasons[code] {
+		t.Fatalf("reply %s, want error %d (reason %q) id %s mentioning %q", line, code, reasons[code], id, msgPart)
 	}
 }
 
