@@ -108,10 +108,18 @@ class ProcessManager:
         # No part holds the manager (only its Processes do): a manager nobody
         # references is freed at once, and its __del__ lets the sidecar go.
         # The reader thread holds the notification handler, which holds the
-        # events only weakly.
+        # events only weakly and drops every notification once the manager
+        # is dead (its parts live on in a cycle until the cyclic GC).
         me = weakref.ref(self)
-        registry = Registry(session, lambda info: Process(me(), info))  # type: ignore[arg-type]
-        events = Events(session, registry)
+
+        def make(info: ProcessInfo) -> Process:
+            manager = me()
+            if manager is None:  # not reached: every caller holds the manager (see Events.handler)
+                raise ProcMgrError("this ProcessManager was freed")
+            return Process(manager, info)
+
+        registry = Registry(session, make)
+        events = Events(session, registry, me)
         session.on_notification = events.handler()
         session.on_start = events.reset  # every sidecar numbers its events from 1
 
