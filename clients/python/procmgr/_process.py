@@ -73,6 +73,7 @@ class Process:
         self._info = info
         self._released = False
         self._restart: Optional[Restart] = None  # the policy, when this client created it
+        self._stdin_closed_pid: Optional[int] = None  # the run whose stdin close_stdin closed
         self._streams: Dict[str, OutputStream] = {}
         self.tag: str = info.tag
         self.argv: List[str] = builtins.list(info.argv)
@@ -334,13 +335,24 @@ class Process:
         return done
 
     def close_stdin(self) -> None:
-        """Close the tool's stdin pipe: the tool reads end-of-file.  Idempotent."""
+        """Close the tool's stdin pipe: the tool reads end-of-file.  Idempotent.
+
+        Every run of a restarted tool gets a pipe of its own, so this is
+        always sent.  The sidecar's answer that it was closed already is
+        ``stdin_closed``; an older sidecar's carries no reason, so a refusal
+        (-32602) of a run whose stdin this Process closed counts as one too.
+        """
+        pid = self._info.pid
         try:
             self._write({"tag": self.tag, "eof": True})
         except ProcMgrError as exc:
-            if exc.reason == "stdin_closed":
+            if exc.reason == "stdin_closed" or (
+                exc.reason is None and exc.code == -32602 and self._stdin_closed_pid == pid
+            ):
+                self._stdin_closed_pid = pid
                 return  # closed already: closing is idempotent
             raise
+        self._stdin_closed_pid = pid
 
     def _write(self, params: Dict[str, Any]) -> int:
         """One write_stdin request; how many bytes went in."""
