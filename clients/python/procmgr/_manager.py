@@ -8,7 +8,7 @@ Each part is a module of its own, doing one job:
 * _registry: the one Process object per tool run, and which holds each tag;
 * _events: notifications (state and exit), their callbacks, waits for an event;
 * _process: Process, which carries out its own operations;
-* _params: ``create``'s params from its arguments (pure);
+* _params: ``create``'s params from its arguments (no calls);
 * _output, _options, _info, _stats: the values passed in and out;
 * _seconds: the one validator of durations; _errors: the exceptions.
 

@@ -9,8 +9,7 @@ whatever has the tag now.
 
 This module makes Processes through the factory it is given and never
 imports _process.py (which uses it): the registry only needs a Process's
-``tag``, ``pid``, ``_info``, ``_released``, ``_generation``, ``_update`` and
-``_owns``.
+``tag``, ``pid``, ``_info``, ``_released``, ``_generation`` and ``_update``.
 """
 
 from __future__ import annotations
