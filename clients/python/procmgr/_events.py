@@ -35,11 +35,16 @@ StateCallback = Callable[[str, ProcessInfo, int], Any]
 
 
 class Events:
-    """The notifications of ``session``'s sidecars, applied to ``registry``'s Processes."""
+    """The notifications of ``session``'s sidecars, applied to ``registry``'s Processes.
 
-    def __init__(self, session: Session, registry: Registry) -> None:
+    ``owner``: a weak reference to the manager these belong to.  Once it is
+    dead, notifications are dropped (see handler).
+    """
+
+    def __init__(self, session: Session, registry: Registry, owner: Callable[[], Any]) -> None:
         self._session = session
         self._registry = registry
+        self._owner = owner
         self.exit_callbacks: List[ExitCallback] = []
         self.state_callbacks: List[StateCallback] = []
         self.reset()
@@ -54,13 +59,25 @@ class Events:
 
     def handler(self) -> Callable[[Sidecar, str, Any], None]:
         """``handle`` for Sidecar's on_notification, without keeping this object
-        (hence the manager's registry) alive: so the manager's __del__ can run."""
+        (hence the manager's registry) alive: so the manager's __del__ can run.
+
+        Once the manager is freed, every notification is dropped: the events,
+        registry and session hold each other (the session's hooks), so they
+        outlive the manager until the next cyclic GC, and a late event must
+        not make a Process of a manager that is gone.  While one is handled,
+        the manager is held, so the registry's factory always gets it.
+        """
         ref = weakref.ref(self)
 
         def handle(sc: Sidecar, method: str, params: Any) -> None:
             events = ref()
-            if events is not None:
-                events.handle(sc, method, params)
+            if events is None:
+                return
+            owner = events._owner()
+            if owner is None:
+                return  # the manager was freed: nobody to update or call
+            events.handle(sc, method, params)
+            del owner  # (held until here: see above)
 
         return handle
 

@@ -8,7 +8,7 @@ Each part is a module of its own, doing one job:
 * _registry: the one Process object per tool run, and which holds each tag;
 * _events: notifications (state and exit), their callbacks, waits for an event;
 * _process: Process, which carries out its own operations;
-* _params: ``create``'s params from its arguments (pure);
+* _params: ``create``'s params from its arguments (no calls);
 * _output, _options, _info, _stats: the values passed in and out;
 * _seconds: the one validator of durations; _errors: the exceptions.
 
@@ -22,7 +22,7 @@ one above it, so there is no cycle)::
     _process   -> _events, _registry, _session, _transport, _output, _options,
                   _stats, _info, _seconds, _errors
     _events    -> _registry, _session, _transport, _info
-    _registry  -> _session, _info, _errors
+    _registry  -> _session, _transport, _info, _seconds, _errors
     _params    -> _options, _output, _info, _errors
     _session   -> _transport, _binary, _errors
     _transport -> _seconds, _errors
@@ -108,10 +108,18 @@ class ProcessManager:
         # No part holds the manager (only its Processes do): a manager nobody
         # references is freed at once, and its __del__ lets the sidecar go.
         # The reader thread holds the notification handler, which holds the
-        # events only weakly.
+        # events only weakly and drops every notification once the manager
+        # is dead (its parts live on in a cycle until the cyclic GC).
         me = weakref.ref(self)
-        registry = Registry(session, lambda info: Process(me(), info))  # type: ignore[arg-type]
-        events = Events(session, registry)
+
+        def make(info: ProcessInfo) -> Process:
+            manager = me()
+            if manager is None:  # not reached: every caller holds the manager (see Events.handler)
+                raise ProcMgrError("this ProcessManager was freed")
+            return Process(manager, info)
+
+        registry = Registry(session, make)
+        events = Events(session, registry, me)
         session.on_notification = events.handler()
         session.on_start = events.reset  # every sidecar numbers its events from 1
 
@@ -270,7 +278,7 @@ class ProcessManager:
         if stop_timeout is not None:
             self._registry.set_stop_timeout(tag, stop_timeout)
         proc = self._registry.adopt(info, register=True)
-        proc._restart = restart_spec
+        proc._created_with(restart_spec)
         return proc
 
     def _abort_create(self, sc: Sidecar, tag: str, stop_timeout: Optional[float]) -> None:
@@ -280,12 +288,9 @@ class ProcessManager:
         abandoned create then answers -32005); whatever fails here is logged,
         never raised over the interruption that brought us here.
         """
-        params: Dict[str, Any] = {"tag": tag}
-        if stop_timeout is not None:
-            params["timeout"] = stop_timeout
-        grace = stop_timeout if stop_timeout is not None else self._registry.stop_grace(tag)
+        params, reply_wait = self._registry.stop_request(tag, stop_timeout)
         try:
-            sc.call("stop", params, grace + REPLY_MARGIN)
+            sc.call("stop", params, reply_wait)
         except NoSuchTagError:
             pass  # the create had failed, or finished and was stopped already
         except Exception as exc:
@@ -298,14 +303,10 @@ class ProcessManager:
         """
         if not isinstance(tag, str) or not tag:
             raise ValueError("tag must be a non-empty str, not %r" % (tag,))
-        params: Dict[str, Any] = {"tag": tag}
-        if timeout is not None:
-            seconds(timeout, "timeout", sent=True)
-            params["timeout"] = timeout
         registry = self._registry
-        grace = timeout if timeout is not None else registry.stop_grace(tag)
+        params, reply_wait = registry.stop_request(tag, timeout)
         try:
-            result = self._session.call("stop", params, grace + REPLY_MARGIN)
+            result = self._session.call("stop", params, reply_wait)
         except NoSuchTagError:
             cur = registry.holder(tag)
             if cur is not None:
@@ -314,9 +315,7 @@ class ProcessManager:
         info = ProcessInfo.from_json(result)
         cur = registry.holder(tag)
         if cur is not None:
-            if cur._owns(info):
-                cur._update(info)
-            registry.release(cur)
+            cur._stopped(info)
         return info.returncode
 
     def running(self, tag: str) -> bool:
@@ -429,7 +428,7 @@ class ProcessManager:
             return sc.shutdown(timeout, wait)
         finally:
             for p in released:
-                p._released = True
+                p._shut_down()
 
     def close(self) -> None:
         """Same as shutdown()."""

@@ -1,11 +1,15 @@
 """Building ``create``'s params from its Python arguments.
 
-Pure: nothing here talks to the sidecar.  What this needs to know of the
-sidecar comes in as values -- the features it announced in hello, and the
-environment it was started with (with the cache of the host's environment
-kept beside it) -- so every rule is unit-tested without one
-(tests/test_params.py).  Every mistake raises ValueError or TypeError naming
-the argument at fault, before anything is sent.
+Nothing here talks to the sidecar.  What this needs to know of it comes in
+as values -- the features it announced in hello, and the environment it was
+started with -- so every rule is unit-tested without one
+(tests/test_params.py).  The one side effect: host_environ keeps its cache of
+the host's environment on the Sidecar object (``env_cache``).
+
+Every mistake in the arguments raises ValueError or TypeError naming the
+argument at fault; asking for what the sidecar lacks (``require``: stdin,
+readiness, restart; output_option.PIPE without capture) raises ProcMgrError.
+Either way before anything is sent.
 """
 
 from __future__ import annotations

@@ -44,9 +44,9 @@ MAX_LINE = 1 << 20
 CONTEXT_LINES = 5
 
 
-class ProcessManager(Protocol):
-    """What a Process needs of its manager (_manager.py, which imports this
-    module, so it is described here rather than imported)."""
+class _Owner(Protocol):
+    """What a Process needs of its manager, procmgr.ProcessManager (_manager.py
+    imports this module, so it is described here rather than imported)."""
 
     _session: Session
     _registry: Registry
@@ -64,8 +64,11 @@ class Process:
     ``returncode`` still gives the last known status then.
     """
 
-    def __init__(self, manager: "ProcessManager", info: ProcessInfo) -> None:
-        self._manager = manager  # a Process in use keeps its manager, hence its sidecar, alive
+    # ``manager`` is a procmgr.ProcessManager (the annotation names it for
+    # help()); what is used of it is _Owner.
+    def __init__(self, manager: "ProcessManager", info: ProcessInfo) -> None:  # noqa: F821
+        owner: _Owner = manager
+        self._manager = owner  # a Process in use keeps its manager, hence its sidecar, alive
         self._session: Session = manager._session
         self._registry: Registry = manager._registry
         self._events: Events = manager._events
@@ -73,6 +76,7 @@ class Process:
         self._info = info
         self._released = False
         self._restart: Optional[Restart] = None  # the policy, when this client created it
+        self._stdin_closed_pid: Optional[int] = None  # the run whose stdin close_stdin closed
         self._streams: Dict[str, OutputStream] = {}
         self.tag: str = info.tag
         self.argv: List[str] = builtins.list(info.argv)
@@ -334,13 +338,24 @@ class Process:
         return done
 
     def close_stdin(self) -> None:
-        """Close the tool's stdin pipe: the tool reads end-of-file.  Idempotent."""
+        """Close the tool's stdin pipe: the tool reads end-of-file.  Idempotent.
+
+        Every run of a restarted tool gets a pipe of its own, so this is
+        always sent.  The sidecar's answer that it was closed already is
+        ``stdin_closed``; an older sidecar's carries no reason, so a refusal
+        (-32602) of a run whose stdin this Process closed counts as one too.
+        """
+        pid = self._info.pid
         try:
             self._write({"tag": self.tag, "eof": True})
         except ProcMgrError as exc:
-            if exc.reason == "stdin_closed":
+            if exc.reason == "stdin_closed" or (
+                exc.reason is None and exc.code == -32602 and self._stdin_closed_pid == pid
+            ):
+                self._stdin_closed_pid = pid
                 return  # closed already: closing is idempotent
             raise
+        self._stdin_closed_pid = pid
 
     def _write(self, params: Dict[str, Any]) -> int:
         """One write_stdin request; how many bytes went in."""
@@ -361,15 +376,8 @@ class Process:
         the tag.
         """
         self._registry.check(self)
-        params: Dict[str, Any] = {"tag": self.tag}
-        if timeout is not None:
-            seconds(timeout, "timeout", sent=True)
-            params["timeout"] = timeout
-        grace = timeout if timeout is not None else self._registry.stop_grace(self.tag)
-        info = ProcessInfo.from_json(self._call("stop", params, grace + REPLY_MARGIN, checked=True))
-        if self._owns(info):
-            self._update(info)
-        self._registry.release(self)
+        params, reply_wait = self._registry.stop_request(self.tag, timeout)
+        self._stopped(ProcessInfo.from_json(self._call("stop", params, reply_wait, checked=True)))
         return self._info.returncode
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
@@ -457,6 +465,20 @@ class Process:
             return self._restart.wants_restart(info.returncode)
         # A tool this client did not create: trust the latest state event.
         return self._events.tag_state(self.tag) == "restarting"
+
+    def _created_with(self, restart: Optional[Restart]) -> None:
+        """This client created the tool, with the restart policy ``restart`` (None: none)."""
+        self._restart = restart
+
+    def _stopped(self, info: ProcessInfo) -> None:
+        """The sidecar stopped the tag and answered ``info``: the tag is free."""
+        if self._owns(info):
+            self._update(info)
+        self._registry.release(self)
+
+    def _shut_down(self) -> None:
+        """The manager's shutdown stopped the tool (the registry already let go of its tag)."""
+        self._released = True
 
     def _update(self, info: ProcessInfo) -> None:
         # Snapshots can arrive out of order (a notification before a reply):

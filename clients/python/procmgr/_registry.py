@@ -9,8 +9,7 @@ whatever has the tag now.
 
 This module makes Processes through the factory it is given and never
 imports _process.py (which uses it): the registry only needs a Process's
-``tag``, ``pid``, ``_info``, ``_released``, ``_generation``, ``_update`` and
-``_owns``.
+``tag``, ``pid``, ``_info``, ``_released``, ``_generation`` and ``_update``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ._errors import NoSuchTagError
 from ._info import ProcessInfo
+from ._seconds import seconds
 from ._session import SIDECAR_DEFAULT_STOP_TIMEOUT, Session
+from ._transport import REPLY_MARGIN
 
 __all__ = ["Registry"]
 
@@ -172,3 +173,19 @@ class Registry:
             if t is None:
                 t = SIDECAR_DEFAULT_STOP_TIMEOUT
         return t
+
+    def stop_request(self, tag: str, timeout: Optional[float]) -> Tuple[Dict[str, Any], float]:
+        """A ``stop`` of ``tag``: its params and how long to wait for the reply
+        (the stop grace -- ``timeout``, else the tag's -- plus REPLY_MARGIN).
+
+        ``timeout`` (None: the tag's stop_timeout) is validated here:
+        ValueError before anything is sent.
+        """
+        params: Dict[str, Any] = {"tag": tag}
+        if timeout is None:
+            grace = self.stop_grace(tag)
+        else:
+            seconds(timeout, "timeout", sent=True)
+            params["timeout"] = timeout
+            grace = timeout
+        return params, grace + REPLY_MARGIN

@@ -2,8 +2,9 @@
 
 Every duration the client accepts -- timeout, stop_timeout, a ready timeout,
 restart window and backoff, read_output's wait -- goes through ``seconds``:
-absent (None) means the default, 0 means zero, and NaN, infinities, negative
-numbers, bools and non-numbers raise ValueError before anything is sent.
+absent (None) means the default, 0 (and -0.0) means zero, and NaN, infinities,
+ints too large for a float, negative numbers, bools and non-numbers raise
+ValueError before anything is sent.
 A duration sent to the sidecar is also at most MAX_SECONDS (``sent=True``);
 a wait the client times itself has no upper bound.
 """
@@ -27,7 +28,13 @@ def seconds(value: Any, what: str, sent: bool = False) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("%s must be a number of seconds, not %r" % (what, value))
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an int beyond any float: as invalid as an infinity
+        raise ValueError(
+            "%s must be a finite, non-negative number of seconds (0 means zero), not %r"
+            % (what, value)
+        ) from None
     if math.isnan(f) or math.isinf(f) or f < 0:
         raise ValueError(
             "%s must be a finite, non-negative number of seconds (0 means zero), not %r"
@@ -35,6 +42,8 @@ def seconds(value: Any, what: str, sent: bool = False) -> float:
         )
     if sent and f > MAX_SECONDS:
         raise ValueError("%s must be at most %d seconds, not %r" % (what, MAX_SECONDS, value))
+    if f == 0.0:
+        return 0.0  # -0.0 too: zero is sent as 0, never as -0
     return f
 
 
