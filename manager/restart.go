@@ -17,6 +17,7 @@ const (
 // 0 has daemonized: the tool goes on to follow what it left (daemon.go).
 // Any other exit ends the run.
 func (m *Manager) onRunExit(t *tool, r *run, e Exit) {
+	r.leader.mark() // from now on its group id may be recycled (the launcher's reap, for a Daemon tool)
 	if t.spec.Daemon && e.Code == 0 && e.Signal == 0 {
 		t.mu.Lock()
 		follow := t.stopDone == nil && t.run == r

@@ -178,7 +178,7 @@ func (m *Manager) killStrays(t *tool, r *run) {
 	}
 	var strays []procEntry
 	kill := func() bool {
-		strays = m.procs.membersOf(r.pid, t.tag)
+		strays = m.procs.membersOf(r.members(t.tag))
 		for _, e := range strays {
 			m.killPid(e.pid, syscall.SIGKILL)
 		}
@@ -230,8 +230,10 @@ func (m *Manager) killRound(t *tool, r *run, mode killMode) []procEntry {
 }
 
 // signalMembers sends sig to the run's group — unless groupSent, and only
-// while its leader is unreaped or one of members (just seen) is in it — and
-// to each member out of the group.
+// while its leader is unreaped or one of members (just seen) is in it; after
+// the reap a process counts as in it only if it is of the run's group, not
+// of a stranger's that reused the id (inRunGroup) — and to each member out
+// of the group.
 func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry, groupSent bool) {
 	m.mon.WithTracked(func(tracked func(int) bool) {
 		if !groupSent && tracked(r.pid) {
@@ -262,7 +264,7 @@ func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry,
 // until a pass finds nothing, so a tree that forks while stopped is taken.
 func (m *Manager) membersOf(t *tool, r *run) []procEntry {
 	if t.cg == nil {
-		return m.procs.membersOf(r.pid, t.tag)
+		return m.procs.membersOf(r.members(t.tag))
 	}
 	var members []procEntry
 	for _, pid := range t.cg.pids() {
