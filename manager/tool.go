@@ -35,7 +35,8 @@ type tool struct {
 	timer     *time.Timer   // a pending restart
 	stdin     *os.File      // write end of the current run's stdin pipe
 	stopDone  chan struct{} // made when a stop begins, closed when it is done
-	stopBegun chan struct{} // closed when a stop begins: a readiness wait ends
+	stopBegun chan struct{} // closed when a stop begins: a readiness wait ends, a restart's clean-up too
+	clearing  *clearing     // a restart's clean-up of the ended run in flight (restart.go)
 	final     Info
 	isSettled bool
 }
