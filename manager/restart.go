@@ -57,6 +57,15 @@ type nextStep struct {
 	at    time.Time     // the exit
 }
 
+// killMode is how the clean-up before the step kills the ended run's tree:
+// cgroup.kill only when no run will follow (fatal), see killByCgroup.
+func (n *nextStep) killMode() killMode {
+	if n.fatal {
+		return killByCgroup
+	}
+	return killBySignal
+}
+
 // afterExitLocked applies the restart policy to an exit (or a failed
 // restart): nil when the tool stays exited. Called with t.mu held.
 func (m *Manager) afterExitLocked(t *tool, e Exit) *nextStep {
@@ -101,7 +110,7 @@ func (m *Manager) clearThenFollow(t *tool, r *run, next *nextStep) {
 	}
 	t.clearing = c
 	t.mu.Unlock()
-	m.clearRun(t, r, next.fatal, c)
+	m.clearRun(t, r, next.killMode(), c)
 	t.mu.Lock()
 	t.clearing = nil
 	t.mu.Unlock()
@@ -148,16 +157,12 @@ func (m *Manager) follow(t *tool, r *run, next *nextStep) {
 }
 
 // clearRun is the stop sequence of stop.go applied to an ended run's
-// leftovers. cgroup.kill is used only when no run will follow (final): see
-// killByCgroup. A run that left nothing (most runs: a tool that exits alone)
-// is not signalled at all, and costs no ancestry pass. It ends early when a
-// stop begins (t.stopBegun), which takes over from c.sent.
-func (m *Manager) clearRun(t *tool, r *run, final bool, c *clearing) {
+// leftovers, its SIGKILL rounds by mode (nextStep.killMode). A run that left
+// nothing (most runs: a tool that exits alone) is not signalled at all, and
+// costs no ancestry pass. It ends early when a stop begins (t.stopBegun),
+// which takes over from c.sent.
+func (m *Manager) clearRun(t *tool, r *run, mode killMode, c *clearing) {
 	if len(m.membersOf(t, r)) > 0 || (t.cg == nil && m.procs.unsettled()) {
-		mode := killBySignal
-		if final {
-			mode = killByCgroup
-		}
 		m.stopTree(t, r, &c.sent, t.stopTimeout, mode, t.stopBegun)
 	}
 	m.killStrays(t, r, t.stopBegun)

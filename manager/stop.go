@@ -248,15 +248,15 @@ func (m *Manager) signalTree(t *tool, r *run, sig syscall.Signal) []procEntry {
 	if t.cg == nil {
 		m.procs.recordAncestry()
 	}
-	groupSent := false
+	group := groupToSignal
 	m.mon.WithTracked(func(tracked func(int) bool) {
 		if tracked(r.pid) {
 			m.killGroup(r.pid, sig)
-			groupSent = true
+			group = groupSignalled
 		}
 	})
 	members := m.membersOf(t, r)
-	m.signalMembers(r, sig, members, groupSent)
+	m.signalMembers(r, sig, members, group)
 	return members
 }
 
@@ -269,25 +269,38 @@ func (m *Manager) killRound(t *tool, r *run, mode killMode) []procEntry {
 		t.cg.kill()
 	}
 	members := m.membersOf(t, r)
-	m.signalMembers(r, syscall.SIGKILL, members, false)
+	m.signalMembers(r, syscall.SIGKILL, members, groupToSignal)
 	return members
 }
 
-// signalMembers sends sig to the run's group — unless groupSent, and only
-// while its leader is unreaped or one of members (just seen) is in it; after
-// the reap a process counts as in it only if it is of the run's group, not
-// of a stranger's that reused the id (inRunGroup) — and to each member out
-// of the group.
-func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry, groupSent bool) {
+// groupSignal says whether signalMembers is to signal the run's process
+// group.
+type groupSignal uint8
+
+const (
+	// groupToSignal: the group gets the signal, under signalMembers'
+	// conditions.
+	groupToSignal groupSignal = iota
+	// groupSignalled: the group has it already (signalTree sends it before
+	// its look at /proc).
+	groupSignalled
+)
+
+// signalMembers sends sig to the run's group — if group is groupToSignal,
+// and only while its leader is unreaped or one of members (just seen) is in
+// it; after the reap a process counts as in it only if it is of the run's
+// group, not of a stranger's that reused the id (inRunGroup) — and to each
+// member out of the group.
+func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry, group groupSignal) {
 	m.mon.WithTracked(func(tracked func(int) bool) {
-		if !groupSent && tracked(r.pid) {
+		if group == groupToSignal && tracked(r.pid) {
 			m.killGroup(r.pid, sig)
-			groupSent = true
+			group = groupSignalled
 		}
 		for _, e := range members {
-			if !groupSent && e.pgid == r.pid {
+			if group == groupToSignal && e.pgid == r.pid {
 				m.killGroup(r.pid, sig) // the leader is gone, members were just seen
-				groupSent = true
+				group = groupSignalled
 			}
 		}
 		for _, e := range members {
