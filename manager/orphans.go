@@ -74,12 +74,12 @@ func (m *Manager) Orphans() int {
 
 // toolGroups maps the process group of every registered tool's current run
 // to its tag: the seeds of ancestry attribution (procTable.groups).
-func (m *Manager) toolGroups() map[int]string {
+func (m *Manager) toolGroups() map[int]groupOwner {
 	tools := m.snapshotTools()
-	out := make(map[int]string, len(tools))
+	out := make(map[int]groupOwner, len(tools))
 	for _, t := range tools {
 		if r := t.current(); r != nil && r.pid > 1 {
-			out[r.pid] = t.tag
+			out[r.pid] = groupOwner{tag: t.tag, leader: r.leader.load()}
 		}
 	}
 	return out

@@ -24,12 +24,15 @@ type platform interface {
 	// environ returns the NUL-separated environment of pid, or an error when
 	// the OS does not show it.
 	environ(pid int) ([]byte, error)
+	// startClock is the clock procEntry.start is read from, now: a process
+	// started later shows a start no smaller than this reading.
+	startClock() uint64
 }
 
 // procEntry is one process as the OS reports it.
 type procEntry struct {
 	pid, ppid, pgid int
-	start           uint64 // start time in clock ticks: with pid, names the process uniquely
+	start           uint64 // start time (see platform.startClock): with pid, names the process uniquely
 	zombie          bool
 }
 

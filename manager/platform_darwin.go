@@ -3,6 +3,7 @@ package manager
 import (
 	"errors"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,6 +39,12 @@ func (darwinPlatform) process(pid int) (procEntry, bool) {
 		return procEntry{}, false
 	}
 	return entryOf(kp), true
+}
+
+// startClock is the wall clock in microseconds, as kinfo_proc's
+// p_starttime gives a start.
+func (darwinPlatform) startClock() uint64 {
+	return uint64(time.Now().UnixMicro())
 }
 
 func entryOf(kp *unix.KinfoProc) procEntry {

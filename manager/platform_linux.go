@@ -84,6 +84,21 @@ func readStat(pid int, buf []byte) (procEntry, bool) {
 	return procEntry{pid: pid, ppid: ppid, pgid: pgid, start: start, zombie: f[0][0] == 'Z' || f[0][0] == 'X'}, true
 }
 
+// userHZ is the unit of a process's start time in /proc/<pid>/stat (clock
+// ticks of USER_HZ, 100 on every Linux architecture Go supports).
+const userHZ = 100
+
+// startClock reads CLOCK_BOOTTIME in USER_HZ ticks, rounded down: the clock
+// and rounding of /proc/<pid>/stat's starttime (task->start_boottime, in the
+// reader's time namespace as for clock_gettime).
+func (linuxPlatform) startClock() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		panic("CLOCK_BOOTTIME: " + err.Error()) // present since Linux 2.6.39
+	}
+	return uint64(ts.Nano()) / (1e9 / userHZ)
+}
+
 func (linuxPlatform) process(pid int) (procEntry, bool) {
 	return readStat(pid, make([]byte, 1024))
 }

@@ -3,6 +3,7 @@ package manager
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,14 +24,16 @@ import (
 type procTable struct {
 	session string
 	self    int
-	// groups lists the tools' current process groups (pgid → tag). It is
-	// called with mu held and must not call back into the table.
-	groups func() map[int]string
+	// groups lists the tools' current process groups. It is called with mu
+	// held, after the pass over /proc it serves, and must not call back into
+	// the table.
+	groups func() map[int]groupOwner
 
 	mu            sync.Mutex
 	taken         time.Time
 	ancestryTaken time.Time // the last pass of recordAncestry
 	entries       []procEntry
+	led           map[int]bool       // the snapshot's process groups that have their leader (see leaders)
 	tags          map[procKey]string // tag of this session's processes; "" for others
 	// owner is the tool each live process of the snapshot belongs to (see
 	// above); processes of no tool are absent.
@@ -58,9 +61,9 @@ type procKey struct {
 
 const snapshotTTL = 2 * time.Millisecond
 
-func newProcTable(session string, groups func() map[int]string) *procTable {
+func newProcTable(session string, groups func() map[int]groupOwner) *procTable {
 	if groups == nil {
-		groups = func() map[int]string { return nil }
+		groups = func() map[int]groupOwner { return nil }
 	}
 	return &procTable{session: session, self: os.Getpid(), groups: groups,
 		tags: make(map[procKey]string), unread: make(emptyEnvirons),
@@ -77,6 +80,7 @@ func (pt *procTable) refresh() {
 		return // keep the old snapshot; callers poll again
 	}
 	pt.entries = entries
+	pt.led = leaders(entries)
 	pt.taken = time.Now()
 	seen := make(map[procKey]string, len(entries))
 	unread := make(emptyEnvirons) // only the processes of this snapshot
@@ -134,7 +138,8 @@ func (pt *procTable) recordAncestry() {
 // (each parent chain is followed once; results are memoised). Records of
 // processes absent from entries are dropped. Called with mu held.
 func (pt *procTable) attributeByAncestry(entries []procEntry) map[procKey]string {
-	groups := pt.groups()
+	groups := pt.groups() // after entries were read (see inRunGroup)
+	led := leaders(entries)
 	byPid := make(map[int]int, len(entries)) // pid → index in entries
 	for i, e := range entries {
 		byPid[e.pid] = i
@@ -158,7 +163,7 @@ func (pt *procTable) attributeByAncestry(entries []procEntry) map[procKey]string
 			if e.pid == pt.self || e.pid <= 1 {
 				break // the sidecar and init own nothing by descent
 			}
-			if t := pt.seedOwner(e, k, groups); t != "" {
+			if t := pt.seedOwner(e, k, groups, led); t != "" {
 				owner[k] = t
 				tag = t
 				break
@@ -191,15 +196,93 @@ func (pt *procTable) attributeByAncestry(entries []procEntry) map[procKey]string
 }
 
 // seedOwner is the owner of a process known without its parent: its mark,
-// its tool's process group, or an owner recorded earlier.
-func (pt *procTable) seedOwner(e procEntry, k procKey, groups map[int]string) string {
+// its tool's process group (see inRunGroup), or an owner recorded earlier.
+func (pt *procTable) seedOwner(e procEntry, k procKey, groups map[int]groupOwner, led map[int]bool) string {
 	if t := pt.tags[k]; t != "" {
 		return t
 	}
-	if t, ok := groups[e.pgid]; ok {
-		return t
+	if g, ok := groups[e.pgid]; ok && inRunGroup(e, e.pgid, g.leader, led) {
+		return g.tag
 	}
 	return pt.recorded[k]
+}
+
+// groupOwner is the tool whose current run leads a process group, and
+// whether that leader was reaped, as of the call to procTable.groups.
+type groupOwner struct {
+	tag    string
+	leader leaderState
+}
+
+// leaderEnd records the reap of a run's main process, the leader of the
+// run's process group. The zero value is a leader not reaped.
+type leaderEnd struct {
+	clock  atomic.Uint64 // host.startClock() just after the reap
+	reaped atomic.Bool   // set after clock
+}
+
+// mark records the reap; the reaper calls it right after wait4. Only the
+// first call counts (a Daemon tool's run reports its daemon's exit too).
+func (l *leaderEnd) mark() {
+	if l.reaped.Load() {
+		return
+	}
+	l.clock.Store(host.startClock())
+	l.reaped.Store(true)
+}
+
+// leaderState is a reading of a leaderEnd. A pass over the snapshot reads
+// each leader once, after the snapshot was taken, so that it judges every
+// process by one state and a leader alive then was alive throughout.
+type leaderState struct {
+	reaped bool
+	clock  uint64 // valid when reaped
+}
+
+// load reads l; a nil l is a leader not reaped.
+func (l *leaderEnd) load() leaderState {
+	if l == nil || !l.reaped.Load() {
+		return leaderState{}
+	}
+	return leaderState{reaped: true, clock: l.clock.Load()}
+}
+
+// inRunGroup reports whether e counts as a member of a run through its
+// process group pgid (and not by mark or ancestry), given the snapshot's
+// led (see leaders) and the state of the run's leader, read after the
+// snapshot was taken.
+//
+// While the leader is unreaped, its group id names the run's group: every
+// process in it counts. Once the leader is reaped, the id is free again as
+// soon as the rest of the group is gone, and an unrelated process that gets
+// the leader's pid may lead a group with that id (pid reuse); the old group
+// and a new one with its id never coexist. A process then counts only if
+// the group has no leader in the snapshot (ours was reaped, so a leader is
+// a stranger) and it started no later than the reap, in the start clock's
+// ticks (a stranger starts after the reap). What the group forks after the
+// reap counts through its mark or ancestry only (procTable). The one case
+// left is a stranger's group whose leader exited within the tick of the
+// reap, leaving members.
+func inRunGroup(e procEntry, pgid int, leader leaderState, led map[int]bool) bool {
+	if e.pgid != pgid {
+		return false
+	}
+	if !leader.reaped {
+		return true
+	}
+	return !led[pgid] && e.start <= leader.clock
+}
+
+// leaders is the set of process groups of entries whose leader (the
+// process whose pid is the group id, zombie or not) is among them.
+func leaders(entries []procEntry) map[int]bool {
+	led := make(map[int]bool, len(entries)/2)
+	for _, e := range entries {
+		if e.pid == e.pgid {
+			led[e.pid] = true
+		}
+	}
+	return led
 }
 
 // record attributes a live process to a tool from outside the snapshot (an
@@ -221,17 +304,19 @@ func (pt *procTable) unsettled() bool {
 }
 
 // membersOf lists the live (non-zombie) processes of a tool: those in its
-// process group, those whose environment names the tool in this session, and
-// their descendants (see procTable: ancestry, recorded or current).
-func (pt *procTable) membersOf(pgid int, tag string) []procEntry {
-	return pt.membersOfEach([]memberKey{{pgid, tag}})[0]
+// run's process group (see inRunGroup), those whose environment names the
+// tool in this session, and their descendants (see procTable: ancestry,
+// recorded or current).
+func (pt *procTable) membersOf(k memberKey) []procEntry {
+	return pt.membersOfEach([]memberKey{k})[0]
 }
 
-// memberKey is what membersOf takes: a run's process group and the tool's
-// tag ("" for none).
+// memberKey is what membersOf takes: a run's process group, when its leader
+// was reaped (nil: never), and the tool's tag ("" for none).
 type memberKey struct {
 	pgid int
 	tag  string
+	end  *leaderEnd
 }
 
 // membersOfEach is membersOf for many tools from one snapshot, by index: a
@@ -250,19 +335,25 @@ func (pt *procTable) membersOfEach(keys []memberKey) [][]procEntry {
 		}
 	}
 	out := make([][]procEntry, len(keys))
+	leader := make([]leaderState, len(keys)) // read after the snapshot
+	for i, k := range keys {
+		leader[i] = k.end.load()
+	}
 	for _, e := range pt.entries {
 		if e.zombie || e.pid == pt.self {
 			continue
 		}
 		for _, i := range byGroup[e.pgid] {
-			out[i] = append(out[i], e)
+			if inRunGroup(e, keys[i].pgid, leader[i], pt.led) {
+				out[i] = append(out[i], e)
+			}
 		}
 		if len(byTag) == 0 {
 			continue
 		}
 		if tag := pt.owner[procKey{e.pid, e.start}]; tag != "" {
 			for _, i := range byTag[tag] {
-				if keys[i].pgid != e.pgid { // not already added through its group
+				if !inRunGroup(e, keys[i].pgid, leader[i], pt.led) { // not already added through its group
 					out[i] = append(out[i], e)
 				}
 			}

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -10,7 +11,7 @@ var farFuture = time.Now().Add(time.Hour)
 // A snapshot by hand: the sidecar (pid 100), tool "a" leading group 200,
 // and what its descendants did. Ancestry is computed from these entries only.
 func ancestryTable(entries []procEntry, tags map[procKey]string) *procTable {
-	pt := newProcTable("s", func() map[int]string { return map[int]string{200: "a"} })
+	pt := newProcTable("s", func() map[int]groupOwner { return map[int]groupOwner{200: {tag: "a"}} })
 	pt.self = 100
 	pt.entries = entries
 	pt.tags = tags
@@ -112,5 +113,54 @@ func TestWatchdogTakesUnmarkedDescendantsOfSessionMembers(t *testing.T) {
 	got := descendantsOf(entries, map[int]bool{300: true, 400: false}, 500)
 	if len(got) != 2 || got[0] != 301 || got[1] != 302 {
 		t.Errorf("descendants %v, want [301 302]", got)
+	}
+}
+
+// After a run's leader (pid 200) is reaped at start-clock 50, its group id
+// counts only for processes that started by then and only while no process
+// leads a group with that id: a leader is a stranger that got the pid, and
+// the old group and the stranger's never coexist.
+func TestRunGroupAfterTheLeadersReapCountsOnlyOldMembersOfALeaderlessGroup(t *testing.T) {
+	reaped := &leaderEnd{}
+	reaped.clock.Store(50)
+	reaped.reaped.Store(true)
+	key := memberKey{pgid: 200, end: reaped}
+	cases := []struct {
+		name    string
+		entries []procEntry
+		want    string
+	}{
+		{"old members, leader reaped", []procEntry{
+			{pid: 201, ppid: 100, pgid: 200, start: 40},
+			{pid: 202, ppid: 201, pgid: 200, start: 50}, // in the reap's tick
+			{pid: 203, ppid: 201, pgid: 200, start: 51}, // forked after: mark or ancestry only
+		}, "[201 202]"},
+		{"a stranger leads the group id", []procEntry{
+			{pid: 200, ppid: 1, pgid: 200, start: 60},
+			{pid: 204, ppid: 200, pgid: 200, start: 61},
+		}, "[]"},
+		{"a stranger's zombie leader still names its group", []procEntry{
+			{pid: 200, ppid: 1, pgid: 200, start: 50, zombie: true},
+			{pid: 204, ppid: 1, pgid: 200, start: 50},
+		}, "[]"},
+		{"a leaderless stranger's group, started after the reap", []procEntry{
+			{pid: 205, ppid: 1, pgid: 200, start: 70},
+		}, "[]"},
+	}
+	for _, c := range cases {
+		pt := newProcTable("s", nil)
+		pt.self = 100
+		pt.entries = c.entries
+		pt.led = leaders(c.entries)
+		pt.taken = farFuture // fresh: no refresh from the real /proc
+		if got := fmt.Sprint(pidsOf(pt.membersOf(key))); got != c.want {
+			t.Errorf("%s: members %s, want %s", c.name, got, c.want)
+		}
+		unreaped := memberKey{pgid: 200}
+		if c.name == "old members, leader reaped" {
+			if got := fmt.Sprint(pidsOf(pt.membersOf(unreaped))); got != "[201 202 203]" {
+				t.Errorf("leader unreaped: members %s, want the whole group", got)
+			}
+		}
 	}
 }

@@ -17,6 +17,7 @@ const (
 // 0 has daemonized: the tool goes on to follow what it left (daemon.go).
 // Any other exit ends the run.
 func (m *Manager) onRunExit(t *tool, r *run, e Exit) {
+	r.leader.mark() // from now on its group id may be recycled (the launcher's reap, for a Daemon tool)
 	if t.spec.Daemon && e.Code == 0 && e.Signal == 0 {
 		t.mu.Lock()
 		follow := t.stopDone == nil && t.run == r
@@ -56,6 +57,15 @@ type nextStep struct {
 	at    time.Time     // the exit
 }
 
+// killMode is how the clean-up before the step kills the ended run's tree:
+// cgroup.kill only when no run will follow (fatal), see killByCgroup.
+func (n *nextStep) killMode() killMode {
+	if n.fatal {
+		return killByCgroup
+	}
+	return killBySignal
+}
+
 // afterExitLocked applies the restart policy to an exit (or a failed
 // restart): nil when the tool stays exited. Called with t.mu held.
 func (m *Manager) afterExitLocked(t *tool, e Exit) *nextStep {
@@ -87,21 +97,33 @@ func (m *Manager) afterExitLocked(t *tool, e Exit) *nextStep {
 // (stop signal, grace, SIGKILL, until nothing is left) — a crashed server's
 // child must not keep its port, nor a crash loop pile up orphans — and only
 // then makes the tool fatal or schedules its restart (follow). A Stop that
-// has begun takes over: it clears the tree itself (a second stop signal
-// could re-enter a tool's handler), and nothing follows.
+// has begun takes over: before the clean-up, it clears the tree itself; during
+// it, the clean-up ends within a round, and the stop waits for that and
+// carries on from what the clean-up sent (Manager.takeOver): a second stop
+// signal could re-enter a tool's handler. Nothing follows a stop.
 func (m *Manager) clearThenFollow(t *tool, r *run, next *nextStep) {
-	if !t.follows(r) {
+	c := &clearing{r: r, sent: treeSignals{sig: t.stopSignal}, done: make(chan struct{})}
+	t.mu.Lock()
+	if t.stopDone != nil || t.run != r {
+		t.mu.Unlock()
 		return
 	}
-	m.clearRun(t, r, next.fatal)
+	t.clearing = c
+	t.mu.Unlock()
+	m.clearRun(t, r, next.killMode(), c)
+	t.mu.Lock()
+	t.clearing = nil
+	t.mu.Unlock()
+	close(c.done)
 	m.follow(t, r, next)
 }
 
-// follows reports whether r is still the tool's run and no stop has begun.
-func (t *tool) follows(r *run) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.stopDone == nil && t.run == r
+// clearing is a restart's clean-up of an ended run, in flight. A stop that
+// begins meanwhile ends it (stopBegun) and takes it over (Manager.takeOver).
+type clearing struct {
+	r    *run
+	sent treeSignals // written by the clean-up; read by the stop once done is closed
+	done chan struct{}
 }
 
 // follow makes the tool fatal or schedules its restart, and says so, unless
@@ -135,18 +157,15 @@ func (m *Manager) follow(t *tool, r *run, next *nextStep) {
 }
 
 // clearRun is the stop sequence of stop.go applied to an ended run's
-// leftovers. cgroup.kill is used only when no run will follow (final): see
-// killByCgroup. A run that left nothing (most runs: a tool that exits alone)
-// is not signalled at all, and costs no ancestry pass.
-func (m *Manager) clearRun(t *tool, r *run, final bool) {
+// leftovers, its SIGKILL rounds by mode (nextStep.killMode). A run that left
+// nothing (most runs: a tool that exits alone) is not signalled at all, and
+// costs no ancestry pass. It ends early when a stop begins (t.stopBegun),
+// which takes over from c.sent.
+func (m *Manager) clearRun(t *tool, r *run, mode killMode, c *clearing) {
 	if len(m.membersOf(t, r)) > 0 || (t.cg == nil && m.procs.unsettled()) {
-		mode := killBySignal
-		if final {
-			mode = killByCgroup
-		}
-		m.stopTree(t, r, t.stopSignal, t.stopTimeout, mode)
+		m.stopTree(t, r, &c.sent, t.stopTimeout, mode, t.stopBegun)
 	}
-	m.killStrays(t, r)
+	m.killStrays(t, r, t.stopBegun)
 }
 
 // backoff is the delay before the (n+1)-th restart inside the window:

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -128,5 +129,44 @@ func TestAFailedRestartSignalsNoRecycledGroupOfTheEndedRun(t *testing.T) {
 	}
 	if e, ok := host.process(old); !ok || e.zombie || e.pgid != old {
 		t.Errorf("the stranger leading group %d was signalled by the failed restart's clean-up (alive %v)", old, ok && !e.zombie)
+	}
+}
+
+// A stop that begins while a restart's clean-up of the ended run is in its
+// grace takes that clean-up over: a member the clean-up gave the stop signal
+// does not get it a second time (a second SIGTERM can re-enter a tool's
+// handler), and the clean-up is over when Stop returns.
+func TestStopDuringARestartsCleanUpDoesNotSignalMembersTwice(t *testing.T) {
+	dir := t.TempDir()
+	script := strings.ReplaceAll(`(trap 'echo TERM >> D/log' TERM; touch D/ready; while :; do sleep 0.05; done) &
+while [ ! -e D/ready ]; do sleep 0.01; done
+exit 3`, "D/", dir+"/")
+	const tag = "stop-during-clean-up"
+	_, err := testMgr.Create(bg(), Spec{Tag: tag, Argv: []string{"sh", "-c", script},
+		StopTimeout: ptr(2 * time.Second),
+		Restart:     RestartPolicy{When: RestartOnFailure, MaxRestarts: 5, InitialBackoff: ptr(time.Hour), MaxBackoff: ptr(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := testMgr.lookup(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	terms := func() int {
+		b, _ := os.ReadFile(filepath.Join(dir, "log"))
+		return strings.Count(string(b), "TERM")
+	}
+	waitUntil(t, "the clean-up's SIGTERM to reach the trapping member", func() bool { return terms() > 0 })
+	if _, err := testMgr.Stop(bg(), tag, 0, UseDefault); err != nil {
+		t.Fatal(err)
+	}
+	tl.mu.Lock()
+	inFlight := tl.clearing != nil
+	tl.mu.Unlock()
+	if inFlight {
+		t.Error("the restart's clean-up is still under way after Stop returned")
+	}
+	if n := terms(); n != 1 {
+		t.Errorf("the trapping member got SIGTERM %d times, want once (clean-up and stop both signalled it)", n)
 	}
 }

@@ -174,7 +174,7 @@ func (m *Manager) sample(tools []*tool) []Stats {
 		jobs[i] = sampleJob{t: t, r: t.run, main: t.run.mainPid(), reaped: t.run.reaped, exit: t.run.exit}
 		t.mu.Unlock()
 		if t.cg == nil && len(tools) > 1 {
-			keys = append(keys, memberKey{jobs[i].r.pid, t.tag})
+			keys = append(keys, jobs[i].r.members(t.tag))
 			keyed = append(keyed, i)
 		}
 	}

@@ -16,12 +16,12 @@ func TestMembersOfEachFindsWhatMembersOfFinds(t *testing.T) {
 	for trial := 0; trial < 50; trial++ {
 		nTools := 1 + rng.IntN(20)
 		var keys []memberKey
-		groups := map[int]string{}
+		groups := map[int]groupOwner{}
 		for i := 0; i < nTools; i++ {
 			keys = append(keys, memberKey{pgid: 2000 + i, tag: fmt.Sprint("t", i)})
-			groups[2000+i] = fmt.Sprint("t", i)
+			groups[2000+i] = groupOwner{tag: fmt.Sprint("t", i)}
 		}
-		pt := newProcTable("s", func() map[int]string { return groups })
+		pt := newProcTable("s", func() map[int]groupOwner { return groups })
 		pt.self = 1000
 		if rng.IntN(3) == 0 {
 			keys = append(keys, memberKey{pgid: 2000, tag: ""}) // a key without a tag
@@ -38,7 +38,7 @@ func TestMembersOfEachFindsWhatMembersOfFinds(t *testing.T) {
 
 		each := pt.membersOfEach(keys)
 		for i, k := range keys {
-			got, want := pidsOf(each[i]), pidsOf(pt.membersOf(k.pgid, k.tag))
+			got, want := pidsOf(each[i]), pidsOf(pt.membersOf(k))
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("trial %d, tool %+v: membersOfEach %v, membersOf %v", trial, k, got, want)
 			}

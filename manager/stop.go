@@ -14,7 +14,9 @@ import (
 // UseDefault: the tool's stop timeout; 0: no grace at all) for every member
 // to exit, SIGKILLs whatever remains, and returns when nothing of the tree
 // remains (or members outlived killWait of SIGKILL: logged). The tag is then free. A
-// pending restart is cancelled, and none starts after Stop began.
+// pending restart is cancelled, and none starts after Stop began; a
+// restart's clean-up of the ended run under way ends, and Stop carries on
+// from what it sent (no member gets the stop signal twice).
 //
 // Stopping a tool that already exited kills what is left of its tree and
 // releases the tag. Concurrent stops of one tool share the first one's work
@@ -37,7 +39,8 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 		return t.final, nil
 	}
 	t.stopDone = make(chan struct{})
-	close(t.stopBegun) // a create waiting for readiness gives up at once
+	close(t.stopBegun) // a create waiting for readiness gives up at once, a restart's clean-up ends
+	clearing := t.clearing
 	if t.timer != nil {
 		t.timer.Stop()
 		t.timer = nil
@@ -62,7 +65,11 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 	if timeout < 0 {
 		timeout = t.stopTimeout
 	}
-	m.terminate(t, sig, timeout)
+	sent := &treeSignals{sig: sig}
+	if clearing != nil {
+		sent = m.takeOver(t, clearing, sent)
+	}
+	m.terminate(t, sent, timeout)
 	t.orphans.Store(0) // its adopted orphans went with the tree
 	if t.cg != nil {
 		t.cg.release()
@@ -86,14 +93,36 @@ func (m *Manager) Stop(ctx context.Context, tag string, sig syscall.Signal, time
 	return final, nil
 }
 
+// takeOver waits for a restart's clean-up of the tool's ended run (begun
+// before the stop; stopBegun ends it within one round) and returns what it
+// sent, for the stop to carry on from: a member that has the stop signal
+// does not get it again. It returns fresh when the clean-up sent another
+// signal or another run is current, or — logged — when the clean-up has
+// not ended within killWait; then what it sent cannot be read safely.
+func (m *Manager) takeOver(t *tool, c *clearing, fresh *treeSignals) *treeSignals {
+	timer := time.NewTimer(killWait)
+	defer timer.Stop()
+	select {
+	case <-c.done:
+	case <-timer.C:
+		m.log.Error("a restart's clean-up did not end for the stop", "tag", t.tag)
+		return fresh
+	}
+	if c.r != t.current() || c.sent.sig != fresh.sig {
+		return fresh
+	}
+	return &c.sent
+}
+
 // terminate is the stop sequence: signal, grace, SIGKILL, and wait until the
-// tree is empty (stopTree, then killStrays).
-func (m *Manager) terminate(t *tool, sig syscall.Signal, grace time.Duration) {
+// tree is empty (stopTree, then killStrays), carrying on from what sent says
+// was sent already.
+func (m *Manager) terminate(t *tool, sent *treeSignals, grace time.Duration) {
 	m.orph.stopping.Add(1) // the stop's own looks serve; orphan looks wait
 	defer m.orph.stopping.Add(-1)
 	r := t.current()
-	m.stopTree(t, r, sig, grace, killByCgroup)
-	m.killStrays(t, r)
+	m.stopTree(t, r, sent, grace, killByCgroup, nil)
+	m.killStrays(t, r, nil)
 	// Every member is dead now, but the ones orphaned to the sidecar stay
 	// zombies until reaped (a dead process's children are handed to the
 	// subreaper when it dies, so by now every dead member's parent is the
@@ -117,17 +146,29 @@ const (
 	killByCgroup
 )
 
-// stopTree is the teardown of a run's tree: sig to the whole tree, then to
-// each member that appears during the grace — once each, since a second
+// treeSignals is what the stop sequence of a run's tree has sent so far.
+// A stop that takes over a restart's clean-up carries on from the clean-up's.
+type treeSignals struct {
+	sig       syscall.Signal
+	signalled map[int]bool // members that got sig; nil: nothing sent yet
+	killing   bool         // the grace is over: SIGKILL rounds
+}
+
+// stopTree is the teardown of a run's tree: sent.sig to the whole tree, then
+// to each member that appears during the grace — once each, since a second
 // SIGTERM can re-enter a tool's handler — and after grace SIGKILL rounds
-// (mode) until the main process is reaped and no member is left.
+// (mode) until the main process is reaped and no member is left. It records
+// what it sends in sent, and carries on from what sent holds: with signals
+// sent already, the grace only signals members that did not get sent.sig;
+// with killing, it goes straight to the SIGKILL rounds. A closed abort ends
+// it (see teardown).
 //
 // Ancestry (no cgroup) is recorded once, just before the first signal:
 // that signal kills parents of members found only by their parent chain.
 // Later rounds look before they signal, and each look records the ancestry
 // it sees, so a descendant forked during the stop is seen while its parent
 // still lives.
-func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Duration, mode killMode) {
+func (m *Manager) stopTree(t *tool, r *run, sent *treeSignals, grace time.Duration, mode killMode, abort <-chan struct{}) {
 	gone := func(members []procEntry) bool {
 		select {
 		case <-r.exited:
@@ -136,34 +177,37 @@ func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Durat
 			return false
 		}
 	}
-	var signalled map[int]bool
+	sig := sent.sig
 	term := func() bool {
-		if signalled == nil {
-			signalled = make(map[int]bool)
+		if sent.signalled == nil {
+			sent.signalled = make(map[int]bool)
 			members := m.signalTree(t, r, sig)
 			for _, e := range members {
-				signalled[e.pid] = true
+				sent.signalled[e.pid] = true
 			}
 			return gone(members)
 		}
 		members := m.membersOf(t, r)
 		for _, e := range members {
-			if !signalled[e.pid] {
-				signalled[e.pid] = true
+			if !sent.signalled[e.pid] {
+				sent.signalled[e.pid] = true
 				m.killPid(e.pid, sig)
 			}
 		}
 		return gone(members)
 	}
-	killed := false
 	kill := func() bool {
-		if !killed {
-			killed = true
+		if !sent.killing {
+			sent.killing = true
 			m.log.Info("stop grace over, killing", "tag", t.tag, "pgid", r.pid)
 		}
 		return gone(m.killRound(t, r, mode))
 	}
-	if !(teardown{term: term, grace: grace, kill: kill, wake: r.exited}).run() {
+	d := teardown{term: term, grace: grace, kill: kill, wake: r.exited, abort: abort}
+	if sent.killing {
+		d.term = nil
+	}
+	if !d.run() && !d.aborted() {
 		m.log.Error("members survive SIGKILL", "tag", t.tag, "members", len(m.membersOf(t, r)))
 	}
 }
@@ -171,20 +215,20 @@ func (m *Manager) stopTree(t *tool, r *run, sig syscall.Signal, grace time.Durat
 // killStrays, in cgroup mode, looks through the whole process table for
 // members outside the (now empty) cgroup — only a privileged process can have
 // moved one out — and SIGKILLs them until none is found. Without cgroup mode
-// stopTree looked there all along.
-func (m *Manager) killStrays(t *tool, r *run) {
+// stopTree looked there all along. A closed abort ends it (see teardown).
+func (m *Manager) killStrays(t *tool, r *run, abort <-chan struct{}) {
 	if t.cg == nil {
 		return
 	}
 	var strays []procEntry
 	kill := func() bool {
-		strays = m.procs.membersOf(r.pid, t.tag)
+		strays = m.procs.membersOf(r.members(t.tag))
 		for _, e := range strays {
 			m.killPid(e.pid, syscall.SIGKILL)
 		}
 		return len(strays) == 0 && !m.procs.unsettled()
 	}
-	if !(teardown{kill: kill}).run() {
+	if d := (teardown{kill: kill, abort: abort}); !d.run() && !d.aborted() {
 		m.log.Error("members outside the cgroup survive SIGKILL", "tag", t.tag, "members", len(strays))
 	}
 }
@@ -204,15 +248,15 @@ func (m *Manager) signalTree(t *tool, r *run, sig syscall.Signal) []procEntry {
 	if t.cg == nil {
 		m.procs.recordAncestry()
 	}
-	groupSent := false
+	group := groupToSignal
 	m.mon.WithTracked(func(tracked func(int) bool) {
 		if tracked(r.pid) {
 			m.killGroup(r.pid, sig)
-			groupSent = true
+			group = groupSignalled
 		}
 	})
 	members := m.membersOf(t, r)
-	m.signalMembers(r, sig, members, groupSent)
+	m.signalMembers(r, sig, members, group)
 	return members
 }
 
@@ -225,23 +269,38 @@ func (m *Manager) killRound(t *tool, r *run, mode killMode) []procEntry {
 		t.cg.kill()
 	}
 	members := m.membersOf(t, r)
-	m.signalMembers(r, syscall.SIGKILL, members, false)
+	m.signalMembers(r, syscall.SIGKILL, members, groupToSignal)
 	return members
 }
 
-// signalMembers sends sig to the run's group — unless groupSent, and only
-// while its leader is unreaped or one of members (just seen) is in it — and
-// to each member out of the group.
-func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry, groupSent bool) {
+// groupSignal says whether signalMembers is to signal the run's process
+// group.
+type groupSignal uint8
+
+const (
+	// groupToSignal: the group gets the signal, under signalMembers'
+	// conditions.
+	groupToSignal groupSignal = iota
+	// groupSignalled: the group has it already (signalTree sends it before
+	// its look at /proc).
+	groupSignalled
+)
+
+// signalMembers sends sig to the run's group — if group is groupToSignal,
+// and only while its leader is unreaped or one of members (just seen) is in
+// it; after the reap a process counts as in it only if it is of the run's
+// group, not of a stranger's that reused the id (inRunGroup) — and to each
+// member out of the group.
+func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry, group groupSignal) {
 	m.mon.WithTracked(func(tracked func(int) bool) {
-		if !groupSent && tracked(r.pid) {
+		if group == groupToSignal && tracked(r.pid) {
 			m.killGroup(r.pid, sig)
-			groupSent = true
+			group = groupSignalled
 		}
 		for _, e := range members {
-			if !groupSent && e.pgid == r.pid {
+			if group == groupToSignal && e.pgid == r.pid {
 				m.killGroup(r.pid, sig) // the leader is gone, members were just seen
-				groupSent = true
+				group = groupSignalled
 			}
 		}
 		for _, e := range members {
@@ -262,7 +321,7 @@ func (m *Manager) signalMembers(r *run, sig syscall.Signal, members []procEntry,
 // until a pass finds nothing, so a tree that forks while stopped is taken.
 func (m *Manager) membersOf(t *tool, r *run) []procEntry {
 	if t.cg == nil {
-		return m.procs.membersOf(r.pid, t.tag)
+		return m.procs.membersOf(r.members(t.tag))
 	}
 	var members []procEntry
 	for _, pid := range t.cg.pids() {

@@ -117,3 +117,35 @@ func TestStopDuringACreatesSpawnWaitsForItAndStopsTheTool(t *testing.T) {
 		t.Fatal("the stop did not return within 20s of the create")
 	}
 }
+
+// Once an exited tool's main process is reaped, its process-group id is free
+// as soon as the rest of the group is gone, and an unrelated process may lead
+// a group with that id. Stopping the tool (its tag is kept until then) must
+// not take that stranger for what is left of the tool's tree.
+func TestStopOfAnExitedToolSparesAStrangerThatLeadsAGroupWithItsOldId(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("choosing a pid (ns_last_pid) needs root")
+	}
+	const tag = "stop-recycled-group"
+	in, err := testMgr.Create(bg(), Spec{Tag: tag, Argv: []string{"sh", "-c", "exit 0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := testMgr.lookup(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the tool's main process to be reaped", func() bool {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		return tl.run.reaped
+	})
+	stranger := startWithPid(t, in.Pid)
+	defer stranger.Kill()
+	if _, err := testMgr.Stop(bg(), tag, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := host.process(in.Pid); !ok || e.zombie || e.pgid != in.Pid {
+		t.Errorf("the stranger leading group %d was killed by the stop of the exited tool (alive %v)", in.Pid, ok && !e.zombie)
+	}
+}

@@ -33,13 +33,17 @@ const killWait = 5 * time.Second
 // start at 0.5 ms and double up to 20 ms: a set that dies at once is seen
 // gone at once, one that does not is not polled hot. wake (optional: a
 // tool's main process being reaped) ends the wait it falls in early, once —
-// a closed channel would otherwise end every wait at once.
+// a closed channel would otherwise end every wait at once. abort (optional:
+// a stop beginning during a restart's clean-up) ends the teardown: run
+// returns false without another call once it is closed (a call under way
+// finishes first), and the caller tells that from survivors by abort.
 type teardown struct {
 	term    func() (empty bool)
 	grace   time.Duration
 	kill    func() (empty bool)
 	killFor time.Duration
 	wake    <-chan struct{}
+	abort   <-chan struct{}
 }
 
 // run carries out the steps; true: the set is empty.
@@ -55,10 +59,23 @@ func (d teardown) run() bool {
 	return d.step(d.kill, killFor, &wake)
 }
 
+// aborted reports whether abort is closed.
+func (d teardown) aborted() bool {
+	select {
+	case <-d.abort:
+		return true
+	default:
+		return false
+	}
+}
+
 // step calls round, then waits and calls it again, until it reports the set
-// empty (true) or the bound, counted from the first call's return, passes
-// (false). A wake that fires is set to nil.
+// empty (true), or the bound, counted from the first call's return, passes
+// or abort closes (false). A wake that fires is set to nil.
 func (d teardown) step(round func() bool, bound time.Duration, wake *<-chan struct{}) bool {
+	if d.aborted() {
+		return false
+	}
 	if round() {
 		return true
 	}
@@ -73,6 +90,9 @@ func (d teardown) step(round func() bool, bound time.Duration, wake *<-chan stru
 		select {
 		case <-*wake:
 			*wake = nil
+		case <-d.abort:
+			timer.Stop()
+			return false
 		case <-timer.C:
 		}
 		timer.Stop()

@@ -59,3 +59,32 @@ func TestTeardownWakesOnceOnAClosedChannel(t *testing.T) {
 		t.Errorf("%d term calls in a 100ms grace: a closed wake channel made it spin", terms)
 	}
 }
+
+// A closed abort ends the teardown after the call under way: no call
+// follows it, not even the SIGKILL step's.
+func TestTeardownEndsWithoutAnotherCallOnceAborted(t *testing.T) {
+	abort := make(chan struct{})
+	terms, kills := 0, 0
+	start := time.Now()
+	d := teardown{
+		term: func() bool {
+			terms++
+			if terms == 2 {
+				close(abort)
+			}
+			return false
+		},
+		grace: time.Minute,
+		kill:  func() bool { kills++; return false },
+		abort: abort,
+	}
+	if ok := d.run(); ok || !d.aborted() {
+		t.Fatalf("run = %v, aborted = %v; want false, true", ok, d.aborted())
+	}
+	if terms != 2 || kills != 0 {
+		t.Errorf("%d term and %d kill calls; want 2, 0", terms, kills)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("run took %v after the abort, want it to end at once", took)
+	}
+}

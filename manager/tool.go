@@ -35,7 +35,8 @@ type tool struct {
 	timer     *time.Timer   // a pending restart
 	stdin     *os.File      // write end of the current run's stdin pipe
 	stopDone  chan struct{} // made when a stop begins, closed when it is done
-	stopBegun chan struct{} // closed when a stop begins: a readiness wait ends
+	stopBegun chan struct{} // closed when a stop begins: a readiness wait ends, a restart's clean-up too
+	clearing  *clearing     // a restart's clean-up of the ended run in flight (restart.go)
 	final     Info
 	isSettled bool
 }
@@ -45,12 +46,18 @@ type run struct {
 	pid       int // the launched process, also its process-group id: each run leads its own group
 	startedAt time.Time
 	exited    chan struct{} // closed when the main process has been reaped
+	leader    leaderEnd     // the reap of the launched process, the group's leader (set before exited closes)
 	exit      Exit          // valid once exited is closed; guarded by tool.mu
 	reaped    bool          // guarded by tool.mu
 	// main and mainPgid are the daemon a Daemon tool's launcher left behind
 	// (daemon.go), once followed; 0 until then. Guarded by tool.mu.
 	main, mainPgid int
 	acct           runAccount // what the run's tree has cost (stats.go)
+}
+
+// members is the key of the run's members for procTable.membersOf.
+func (r *run) members(tag string) memberKey {
+	return memberKey{pgid: r.pid, tag: tag, end: &r.leader}
 }
 
 // mainPid is the process the run follows: the daemon once adopted, else the
