@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -18,36 +19,65 @@ import (
 //
 // The tool leads its own process group, inherits no descriptor but 0, 1 and
 // 2, and carries PROCMGR_TAG and PROCMGR_SESSION in its environment.
+//
+// Create is Reserve followed by the reservation's Create.
 func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
-	if err := spec.validate(); err != nil {
+	r, err := m.Reserve(spec)
+	if err != nil {
 		return Info{}, err
+	}
+	return r.Create(ctx)
+}
+
+// Reservation is a tag claimed by Reserve for one create. Until its Create
+// has spawned the tool (or failed to) or it is released, the tag is in use
+// for other creates, and stops and lookups that wait for a started tool (see
+// lookupStarted) wait for it, at most reservedWait. Shutdown waits for every
+// reservation to be used or released.
+type Reservation struct {
+	m    *Manager
+	spec Spec
+	done atomic.Bool // Create or Release has taken it
+}
+
+// Reserve validates spec and claims its tag, without starting anything: the
+// first half of Create, cheap and non-blocking, for a caller that must claim
+// tags in the order requests arrive and start tools concurrently. Its errors
+// are Create's, checked in the same order: ErrInvalid, then ErrShuttingDown,
+// then ErrTagInUse. The caller must call the reservation's Create or Release.
+func (m *Manager) Reserve(spec Spec) (*Reservation, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
 	}
 	if err := m.reserve(spec.Tag); err != nil {
-		return Info{}, err
+		return nil, err
 	}
+	return &Reservation{m: m, spec: spec}, nil
+}
+
+// Create starts the reserved tool, as Manager.Create does after reserving.
+// It gives ErrReservationDone, starting nothing, if the reservation was
+// already used or released.
+func (r *Reservation) Create(ctx context.Context) (Info, error) {
+	if !r.done.CompareAndSwap(false, true) {
+		return Info{}, fmt.Errorf("%w: %q", ErrReservationDone, r.spec.Tag)
+	}
+	m, spec := r.m, r.spec
 	t, err := m.newTool(spec)
 	if err == nil {
 		if err = m.startRun(t, firstRun); err != nil {
 			t.discard()
 		}
 	}
-	m.mu.Lock()
 	if err != nil {
-		delete(m.tools, spec.Tag)
-	} else {
-		m.tools[spec.Tag] = t
-	}
-	close(m.starting[spec.Tag])
-	delete(m.starting, spec.Tag)
-	m.mu.Unlock()
-	m.creating.Done()
-	if err != nil {
+		m.unreserve(spec.Tag, nil)
 		return Info{}, err
 	}
-	r := t.current()
-	m.log.Info("started", "tag", t.tag, "pid", r.pid, "argv", t.spec.Argv)
+	m.unreserve(spec.Tag, t)
+	run := t.current()
+	m.log.Info("started", "tag", t.tag, "pid", run.pid, "argv", t.spec.Argv)
 	if spec.Ready != nil {
-		if err := m.awaitReady(ctx, t, r); err != nil {
+		if err := m.awaitReady(ctx, t, run); err != nil {
 			// Stop, or wait for the stop that ended the wait: the tag is
 			// free when create answers, and the captures hold everything.
 			m.Stop(context.WithoutCancel(ctx), t.tag, 0, UseDefault)
@@ -59,6 +89,15 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Info, error) {
 		m.emit(EventReady, t.info())
 	}
 	return t.info(), nil
+}
+
+// Release frees the reserved tag without starting anything, for a create
+// that will not run after all: stops and lookups waiting on it then find
+// no such tag. It is a no-op after Create or another Release.
+func (r *Reservation) Release() {
+	if r.done.CompareAndSwap(false, true) {
+		r.m.unreserve(r.spec.Tag, nil)
+	}
 }
 
 // reserve claims tag for a create in flight, so two creates cannot race for
@@ -79,6 +118,21 @@ func (m *Manager) reserve(tag string) error {
 	m.starting[tag] = make(chan struct{})
 	m.creating.Add(1)
 	return nil
+}
+
+// unreserve ends a reservation of tag: the tag holds t, or is free if t is
+// nil. Those waiting in lookupStarted are woken.
+func (m *Manager) unreserve(tag string, t *tool) {
+	m.mu.Lock()
+	if t == nil {
+		delete(m.tools, tag)
+	} else {
+		m.tools[tag] = t
+	}
+	close(m.starting[tag])
+	delete(m.starting, tag)
+	m.mu.Unlock()
+	m.creating.Done()
 }
 
 // lookupStarted is lookup, except that a tag whose create is still spawning

@@ -18,6 +18,8 @@ var (
 	ErrNotReady = errors.New("not ready")
 	// ErrInvalid: a request is malformed (bad tag, empty argv, unknown signal).
 	ErrInvalid = errors.New("invalid argument")
+	// ErrReservationDone: Create of a Reservation already used or released.
+	ErrReservationDone = errors.New("reservation already used or released")
 
 	// The errors below come wrapped together with one of the above, so
 	// that a caller can tell the cases apart without reading the message.
