@@ -48,6 +48,10 @@ type prepared struct {
 	run    func(context.Context) (any, error)
 	waits  bool
 	inline bool // a Lookup that says so
+	// admit, if set, runs on the reading goroutine before the call is
+	// admitted; its error is the reply, and the undo it returns runs
+	// instead of run when the call is then refused.
+	admit func() (undo func(), err error)
 }
 
 type method struct {
@@ -123,6 +127,37 @@ func HandleInline[P, R any](s *Server, name string, f func(context.Context, P) (
 	s.methods[name] = method{prepare: typed(f), inline: true}
 }
 
+// HandleOrdered is Handle for a method with a first step that must happen in
+// the order of the input: admit runs on the reading goroutine, after the
+// calls read before it and before any read after it (a later inline call
+// sees what it did), then f runs on a goroutine of its own with what admit
+// returned. admit must not block. An error from admit is the reply (an
+// *Error as is, any other as -32603) and f does not run, nor does undo. When
+// the call is then refused (CodeServerBusy), the undo admit returned (if not
+// nil) runs instead of f, on the reading goroutine. A panic in admit is a
+// -32603 reply; one in undo is logged.
+//
+// The create method uses it to reserve its tag in order, so that a stop of
+// the tag sent after it never misses the tool.
+func HandleOrdered[P, T, R any](s *Server, name string, admit func(P) (T, func(), error), f func(context.Context, P, T) (R, error)) {
+	s.methods[name] = method{prepare: func(raw json.RawMessage) (prepared, *Error) {
+		var p P
+		if err := decodeParams(raw, &p); err != nil {
+			return prepared{}, err
+		}
+		var v T // set by admit on the reading goroutine, before run starts
+		c := prepared{
+			run: func(ctx context.Context) (any, error) { return f(ctx, p, v) },
+			admit: func() (undo func(), err error) {
+				v, undo, err = admit(p)
+				return undo, err
+			},
+		}
+		c.classify(p)
+		return c, nil
+	}}
+}
+
 func typed[P, R any](f func(context.Context, P) (R, error)) func(json.RawMessage) (prepared, *Error) {
 	return func(raw json.RawMessage) (prepared, *Error) {
 		var p P
@@ -130,13 +165,18 @@ func typed[P, R any](f func(context.Context, P) (R, error)) func(json.RawMessage
 			return prepared{}, err
 		}
 		c := prepared{run: func(ctx context.Context) (any, error) { return f(ctx, p) }}
-		if lw, ok := any(p).(LongWaiter); ok {
-			c.waits = lw.WaitsLong()
-		}
-		if lk, ok := any(p).(Lookup); ok {
-			c.inline = lk.IsLookup()
-		}
+		c.classify(p)
 		return c, nil
+	}
+}
+
+// classify sets what the params say of the call (LongWaiter, Lookup).
+func (c *prepared) classify(p any) {
+	if lw, ok := p.(LongWaiter); ok {
+		c.waits = lw.WaitsLong()
+	}
+	if lk, ok := p.(Lookup); ok {
+		c.inline = lk.IsLookup()
 	}
 }
 
@@ -212,6 +252,14 @@ func (h handler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Re
 		s.reply(conn, req, nil, perr)
 		return
 	}
+	var undo func()
+	if c.admit != nil {
+		var err error
+		if undo, err = s.admit(req.Method, c); err != nil {
+			s.reply(conn, req, nil, err)
+			return
+		}
+	}
 	if m.inline || c.inline {
 		s.serve(h.ctx, conn, req, c)
 		return
@@ -223,6 +271,7 @@ func (h handler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Re
 	select {
 	case pool <- struct{}{}:
 	default:
+		s.undo(req.Method, undo)
 		s.log.Warn("call refused: too many in progress", "method", req.Method, "kind", kind, "limit", limit)
 		s.reply(conn, req, nil, Errorf(CodeServerBusy, "server busy: %d %s in progress; %s was not run, retry when some have returned", limit, kind, req.Method))
 		return
@@ -232,6 +281,7 @@ func (h handler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Re
 	if prev := s.held.Add(n) - n; prev > 0 && prev+n > s.budget {
 		s.held.Add(-n)
 		<-pool
+		s.undo(req.Method, undo)
 		s.log.Warn("call refused: too many request bytes held", "method", req.Method, "budget", s.budget)
 		s.reply(conn, req, nil, Errorf(CodeServerBusy, "server busy: calls in progress hold %d bytes of requests; %s was not run, retry when some have returned", s.budget, req.Method))
 		return
@@ -255,6 +305,32 @@ func (s *Server) prepare(m method, name string, raw json.RawMessage) (c prepared
 		}
 	}()
 	return m.prepare(raw)
+}
+
+// admit runs a HandleOrdered method's admit step, turning a panic into
+// -32603.
+func (s *Server) admit(name string, c prepared) (undo func(), err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("method's admission panicked", "method", name, "panic", r, "stack", string(debug.Stack()))
+			undo, err = nil, Errorf(CodeInternalError, "internal error in %s: %v", name, r)
+		}
+	}()
+	return c.admit()
+}
+
+// undo runs the undo of an admitted call that was refused; a panic in it is
+// logged, not spread to the reading goroutine.
+func (s *Server) undo(name string, undo func()) {
+	if undo == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("undo of a refused call panicked", "method", name, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	undo()
 }
 
 // serve runs one call and replies to it unless it is a notification.
