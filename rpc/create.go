@@ -97,16 +97,30 @@ func (p *restartParams) toSpec() (manager.RestartPolicy, error) {
 	return r, nil
 }
 
-func (s *service) create(ctx context.Context, p createParams) (processInfo, error) {
+// reserveCreate is create's first step, taken on the reading goroutine in
+// the order of the input (jsonrpc.HandleOrdered): it maps the params and
+// reserves the tag, so that a stop of the tag read after this create waits
+// for its tool instead of answering no such tag. Release is the undo of a
+// create refused as busy.
+func (s *service) reserveCreate(p createParams) (*manager.Reservation, func(), error) {
 	spec, err := p.toSpec(s.opts.Environ)
 	if err != nil {
-		return processInfo{}, err
+		return nil, nil, err
 	}
+	r, err := s.m.Reserve(spec)
+	if err != nil {
+		return nil, nil, toRPCError(err, spec.Tag)
+	}
+	return r, r.Release, nil
+}
+
+// create starts the tool reserveCreate reserved.
+func (s *service) create(ctx context.Context, p createParams, r *manager.Reservation) (processInfo, error) {
 	// The connection's end must not abandon a readiness wait half way: the
 	// tool would be left half-created. Its own timeout bounds it.
-	in, err := s.m.Create(context.WithoutCancel(ctx), spec)
+	in, err := r.Create(context.WithoutCancel(ctx))
 	if err != nil {
-		return processInfo{}, toRPCError(err, spec.Tag)
+		return processInfo{}, toRPCError(err, *p.Tag)
 	}
 	return toProcessInfo(in), nil
 }

@@ -66,7 +66,7 @@ func Register(srv *jsonrpc.Server, m *manager.Manager, opts Options) {
 	jsonrpc.HandleInline(srv, "fetch", s.fetch)
 	jsonrpc.Handle(srv, "list", s.list) // inline unless with stats (listParams.IsLookup)
 	jsonrpc.Handle(srv, "stats", s.stats)
-	jsonrpc.Handle(srv, "create", s.create)
+	jsonrpc.HandleOrdered(srv, "create", s.reserveCreate, s.create) // the tag is reserved in order
 	jsonrpc.Handle(srv, "stop", s.stop)
 	jsonrpc.Handle(srv, "signal", s.signal)
 	jsonrpc.Handle(srv, "wait", s.wait)
