@@ -28,6 +28,8 @@ type harness struct {
 	block  chan struct{} // "block" and "hold" calls wait on it
 	// replied is closed by the "after" call's result once it was replied to.
 	replied chan struct{}
+	// admissions records what the "ordered" method's admit and undo did.
+	admissions admissions
 }
 
 type waitParams struct {
@@ -99,6 +101,7 @@ func newHarness(t *testing.T, c StreamConfig) *harness {
 	}) (string, error) {
 		return strings.Repeat("x", p.Size), nil
 	})
+	registerOrdered(h)
 	h.stream, err = NewStream(inR, outW, c)
 	if err != nil {
 		t.Fatal(err)
