@@ -32,7 +32,9 @@
 //     in order on the reading goroutine, and runs every other call on a
 //     goroutine of its own within a bound (-32000 past it; long waits have
 //     their own bound, so they never take the room of stop or shutdown), with
-//     the request bytes held by calls in progress bounded too.
+//     the request bytes held by calls in progress bounded too. A method may
+//     take a first step in input order on the reading goroutine before its
+//     call goes off it, undone if the call is refused (HandleOrdered).
 //   - Notifications are queued (bounded in bytes, in groups that are kept or
 //     dropped whole) and handed to Conn.Notify by one goroutine, so the code
 //     that emits them never blocks; they are dropped only when the peer has
