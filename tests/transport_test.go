@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
+
 	"procmgr/clients/go"
 )
 
@@ -92,7 +94,7 @@ func TestUndrainedStderrNeverBlocksTheSidecar(t *testing.T) {
 	const size = 1 << 20
 	filler := sc.create(client.CreateParams{Tag: "filler", Argv: sh(fmt.Sprintf("exec head -c %d /dev/zero >&2", size)),
 		Stderr: client.OutputInherit})
-	written := awaitBlockedWrite(t, filler.Pid, pipe, size)
+	written := awaitBlockedWrite(t, filler.Pid, pipe, size, errR)
 	// Every create and stop logs a line; none may wait on the full pipe.
 	for i := 0; i < 50; i++ {
 		tag := "t" + strconv.Itoa(i)
@@ -111,22 +113,41 @@ func TestUndrainedStderrNeverBlocksTheSidecar(t *testing.T) {
 
 // awaitBlockedWrite waits until pid is blocked in a write(2) to fd 1, which
 // is pipe (a /proc fd link, "pipe:[inode]"), having written less than size
-// bytes in all: the pipe is full. It returns what pid had written.
-func awaitBlockedWrite(t *testing.T, pid int, pipe string, size int64) int64 {
+// bytes in all, and the pipe, whose read end is r, holds at least half its
+// capacity: the pipe is full (a write that only sleeps a moment, say for a
+// page, would be seen with the pipe nearly empty). It returns what pid had
+// written.
+func awaitBlockedWrite(t *testing.T, pid int, pipe string, size int64, r *os.File) int64 {
 	t.Helper()
 	end := time.Now().Add(20 * time.Second)
 	for {
 		written, blocked := blockedWrite(pid, pipe)
-		if blocked && written < size {
+		held, capacity := pipeFill(t, r)
+		if blocked && written < size && held >= capacity/2 {
 			return written
 		}
 		if time.Now().After(end) {
 			sys, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
-			t.Fatalf("waited 20s for tool %d to block writing its %d bytes to the pipe on its fd 1: wrote %d, syscall %q: %s",
-				pid, size, written, strings.TrimSpace(string(sys)), describe(pid))
+			t.Fatalf("waited 20s for tool %d to block writing its %d bytes to the full pipe on its fd 1: wrote %d, pipe holds %d of %d, syscall %q: %s",
+				pid, size, written, held, capacity, strings.TrimSpace(string(sys)), describe(pid))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// pipeFill is what the kernel says of the pipe whose read end is r: the
+// bytes it holds (FIONREAD) and its capacity (F_GETPIPE_SZ).
+func pipeFill(t *testing.T, r *os.File) (held, capacity int) {
+	t.Helper()
+	held, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ) // FIONREAD
+	if err != nil {
+		t.Fatalf("FIONREAD: %v", err)
+	}
+	capacity, err = unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatalf("F_GETPIPE_SZ: %v", err)
+	}
+	return held, capacity
 }
 
 // blockedWrite reads /proc: the bytes pid has written (io's wchar), and

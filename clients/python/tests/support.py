@@ -249,8 +249,19 @@ def wait_gone(procs: Iterable[Proc], timeout: float = DEADLINE) -> List[Proc]:
     zombie no sidecar owes a reaping); return those that are not at the
     deadline, their repr saying running or zombie and whose."""
     procs = list(procs)
-    wait_until(lambda: all(p.gone() for p in procs), timeout)
-    return [p for p in procs if not p.gone()]
+    left = procs
+
+    def none_left() -> bool:
+        # One look decides both the wait and the answer: a zombie whose
+        # parent is a member being killed counts as gone, and a moment later
+        # is the sidecar's (re-parented to the subreaper) and not gone until
+        # reaped; judging twice could wait for the one and report the other.
+        nonlocal left
+        left = [p for p in procs if not p.gone()]
+        return not left
+
+    wait_until(none_left, timeout)
+    return left
 
 
 def leftovers() -> List[Tuple[int, str, bool]]:

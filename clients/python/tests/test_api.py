@@ -41,7 +41,10 @@ class CreateTest(ManagerTestCase):
         self.assertEqual(st["comm"], "sleep")
         self.assertEqual(st["pgrp"], p.pid, "the tool must lead its own process group")
         self.assertEqual(st["ppid"], self.pm.pid, "the sidecar is the tool's parent")
-        self.assertEqual(support.cmdline(p.pid), ["sleep", "300"])
+        # create answers once exec has begun (the spawn's close-on-exec pipe
+        # closed); the kernel sets up the new argv a moment later.
+        self.assertTrue(support.wait_until(lambda: support.cmdline(p.pid) == ["sleep", "300"]),
+                        "the tool's /proc cmdline is %r" % support.cmdline(p.pid))
         self.assertTrue(p.is_alive())
         self.assertIsNone(p.returncode)
 
