@@ -108,12 +108,7 @@ func TestOrderedAdmitRunsInInputOrderBeforeLaterInlineCalls(t *testing.T) {
 // the time the refusal is answered.
 func TestOrderedUndoRunsWhenTheCallIsRefusedAsBusy(t *testing.T) {
 	h := newHarness(t, StreamConfig{})
-	var b strings.Builder
-	for i := 0; i < MaxWaitingCalls; i++ {
-		fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"block"}`+"\n", i)
-	}
-	h.send(t, b.String())
-	waitFor(t, "every wait to be in progress", func() bool { return h.srv.inflight.Load() == MaxWaitingCalls })
+	h.fillWaits(t)
 	h.send(t, `{"jsonrpc":"2.0","id":"over","method":"ordered","params":{"key":"x","wait":true}}`+"\n")
 	h.wantError(t, CodeServerBusy, `"over"`, "long waits")
 	if h.admissions.has("x") {

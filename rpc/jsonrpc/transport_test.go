@@ -460,12 +460,7 @@ func TestRequestBytesHeldByCallsAreBounded(t *testing.T) {
 // Probe finding: 4096 pending waits took the room stop/signal/shutdown need.
 func TestLongWaitsNeverStarveControlCalls(t *testing.T) {
 	h := newHarness(t, StreamConfig{})
-	var b strings.Builder
-	for i := 0; i < MaxWaitingCalls; i++ {
-		fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"block"}`+"\n", i)
-	}
-	h.send(t, b.String())
-	waitFor(t, "every wait to be in progress", func() bool { return h.srv.inflight.Load() == MaxWaitingCalls })
+	h.fillWaits(t)
 	h.send(t, `{"jsonrpc":"2.0","id":"over","method":"block"}`+"\n")
 	h.wantError(t, CodeServerBusy, `"over"`, "long waits")
 	h.send(t, `{"jsonrpc":"2.0","id":"c","method":"control"}`+"\n")
@@ -587,4 +582,16 @@ func TestAfterReplyRunsOnceTheReplyIsQueued(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("AfterReply did not run within 10 s of the reply")
 	}
+}
+
+// fillWaits sends MaxWaitingCalls long waits (ids 0, 1, ...) and waits until
+// every one is in progress: the next long wait is refused as busy.
+func (h *harness) fillWaits(t *testing.T) {
+	t.Helper()
+	var b strings.Builder
+	for i := 0; i < MaxWaitingCalls; i++ {
+		fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"block"}`+"\n", i)
+	}
+	h.send(t, b.String())
+	waitFor(t, "every wait to be in progress", func() bool { return h.srv.inflight.Load() == MaxWaitingCalls })
 }
