@@ -108,7 +108,7 @@ func (pt *procTable) refresh() {
 	}
 	pt.tags = seen // drop entries of processes that are gone
 	pt.unread = unread
-	pt.owner = pt.attributeByAncestry(pt.entries)
+	pt.owner = pt.attributeByAncestry(pt.entries, pt.led)
 }
 
 // recordAncestry reads the process table (stat only: no environment is
@@ -130,16 +130,16 @@ func (pt *procTable) recordAncestry() {
 		return
 	}
 	pt.ancestryTaken = time.Now()
-	pt.attributeByAncestry(entries)
+	pt.attributeByAncestry(entries, leaders(entries))
 }
 
 // attributeByAncestry returns the owner of each process of entries and
 // records the owners found through a parent, in one walk over the entries
 // (each parent chain is followed once; results are memoised). Records of
-// processes absent from entries are dropped. Called with mu held.
-func (pt *procTable) attributeByAncestry(entries []procEntry) map[procKey]string {
-	groups := pt.groups() // after entries were read (see inRunGroup)
-	led := leaders(entries)
+// processes absent from entries are dropped. led is leaders(entries), which
+// refresh keeps for its snapshot. Called with mu held.
+func (pt *procTable) attributeByAncestry(entries []procEntry, led map[int]bool) map[procKey]string {
+	groups := pt.groups()                    // after entries were read (see inRunGroup)
 	byPid := make(map[int]int, len(entries)) // pid → index in entries
 	for i, e := range entries {
 		byPid[e.pid] = i

@@ -32,7 +32,7 @@ func TestAncestryAttributesUnmarkedDescendantsThatLeftTheGroupAndRemembersThem(t
 		{pid: 601, ppid: 600, pgid: 600, start: 10},
 	}
 	pt := ancestryTable(entries, map[procKey]string{{500, 7}: "b"})
-	pt.owner = pt.attributeByAncestry(pt.entries)
+	pt.owner = pt.attributeByAncestry(pt.entries, leaders(pt.entries))
 	want := map[int]string{200: "a", 301: "a", 302: "a", 500: "b", 501: "b"}
 	for _, e := range entries {
 		if got := pt.owner[procKey{e.pid, e.start}]; got != want[e.pid] {
@@ -49,7 +49,7 @@ func TestAncestryAttributesUnmarkedDescendantsThatLeftTheGroupAndRemembersThem(t
 		{pid: 303, ppid: 302, pgid: 301, start: 11}, // forked since: its parent is a's
 		{pid: 400, ppid: 100, pgid: 400, start: 5},
 	}
-	pt.owner = pt.attributeByAncestry(pt.entries)
+	pt.owner = pt.attributeByAncestry(pt.entries, leaders(pt.entries))
 	for pid, w := range map[int]string{301: "a", 302: "a", 303: "a", 400: ""} {
 		var k procKey
 		for _, e := range pt.entries {
@@ -63,7 +63,7 @@ func TestAncestryAttributesUnmarkedDescendantsThatLeftTheGroupAndRemembersThem(t
 	}
 	// A recycled pid (another start time) is not the recorded process.
 	pt.entries = []procEntry{{pid: 100, ppid: 1, pgid: 100, start: 1}, {pid: 301, ppid: 100, pgid: 301, start: 99}}
-	pt.owner = pt.attributeByAncestry(pt.entries)
+	pt.owner = pt.attributeByAncestry(pt.entries, leaders(pt.entries))
 	if got := pt.owner[procKey{301, 99}]; got != "" {
 		t.Errorf("recycled pid 301 inherited the owner %q of the process it replaced", got)
 	}

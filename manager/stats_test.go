@@ -33,8 +33,8 @@ func TestMembersOfEachFindsWhatMembersOfFinds(t *testing.T) {
 				pt.tags[procKey{e.pid, e.start}] = fmt.Sprint("t", rng.IntN(nTools+3))
 			}
 		}
-		pt.owner = pt.attributeByAncestry(pt.entries) // what refresh does after reading /proc
-		pt.taken = time.Now().Add(time.Hour)          // fresh: no refresh from the real /proc
+		pt.owner = pt.attributeByAncestry(pt.entries, leaders(pt.entries)) // what refresh does after reading /proc
+		pt.taken = time.Now().Add(time.Hour)                               // fresh: no refresh from the real /proc
 
 		each := pt.membersOfEach(keys)
 		for i, k := range keys {
